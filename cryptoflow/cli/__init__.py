@@ -1,0 +1,52 @@
+"""The ``cryptoflow`` console command. Each subcommand lives in its own module here and
+registers itself through ``register(subparsers)``; ``main`` loads settings once and hands
+them to the handler."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cryptoflow.config import load_settings
+from cryptoflow.errors import CryptoflowError
+from cryptoflow.logs import setup_logging
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS = ("setup", "services", "config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptoflow",
+        description=(
+            "Real-time crypto trade lakehouse: Binance @trade streams -> Kafka -> Spark "
+            "Delta bronze/silver/gold -> PostgreSQL. Configuration comes from CRYPTOFLOW_* "
+            "environment variables and an optional .env file (see `cryptoflow config --help`)."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"cryptoflow.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging("DEBUG" if args.verbose else settings.log_level)
+        return int(args.handler(settings, args) or 0)
+    except CryptoflowError as e:
+        print(f"cryptoflow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("cryptoflow").info("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""One place for configuration: ``CRYPTOFLOW_*`` environment variables and an optional ``.env``.
+
+``load_settings()`` reads the environment once; the frozen ``Settings`` it returns is passed
+down to every component. A ``CRYPTOFLOW_`` variable that no field knows is an error, so a typo
+never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from cryptoflow.errors import ConfigError
+
+PREFIX = "CRYPTOFLOW_"
+SOURCES = ("binance", "sim", "csv")
+
+#: Known Binance endpoints by short name (``CRYPTOFLOW_BINANCE_ENDPOINT``).
+BINANCE_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "binance": ("wss://stream.binance.com:9443", "https://api.binance.com"),
+    "vision": ("wss://data-stream.binance.vision", "https://data-api.binance.vision"),
+    "us": ("wss://stream.binance.us:9443", "https://api.binance.us"),
+    "testnet": ("wss://stream.testnet.binance.vision", "https://testnet.binance.vision"),
+}
+
+
+def _env(doc: str, default: Any = None, **kw: Any) -> Any:
+    """A settings field; ``doc`` is its help text and the env var is derived from its name."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Each field is read from ``CRYPTOFLOW_<FIELD NAME IN CAPS>``."""
+
+    data_dir: Path = _env("Root for embedded services, lake and checkpoints", Path(".cryptoflow"))
+    jar_cache: Path = _env(
+        "Where Maven-resolved JARs are cached", Path.home() / ".cache" / "cryptoflow" / "jars"
+    )
+    maven_repo: str = _env(
+        "Maven repository the JARs come from", "https://repo.maven.apache.org/maven2"
+    )
+    # --- Kafka
+    kafka_bootstrap_servers: str = _env(
+        "External Kafka bootstrap servers; empty starts the embedded broker", ""
+    )
+    kafka_port: int = _env("Port of the embedded broker", 19092)
+    kafka_controller_port: int = _env("KRaft controller port of the embedded broker", 19093)
+    kafka_heap: str = _env("JVM heap of the embedded broker", "512m")
+    kafka_topic: str = _env("Topic of raw exchange frames", "binance.trades.raw")
+    kafka_partitions: int = _env("Partitions of the raw topic when created", 3)
+    kafka_retention_ms: int = _env("Retention of the raw topic when created", 7 * 24 * 3600 * 1000)
+    # --- PostgreSQL
+    postgres_dsn: str = _env(
+        "DSN the pipeline writes with; empty starts the embedded cluster", "", secret=True
+    )
+    postgres_admin_dsn: str = _env(
+        "DSN that applies migrations (defaults to postgres_dsn)", "", secret=True
+    )
+    postgres_port: int = _env("Port of the embedded PostgreSQL cluster", 15432)
+    postgres_db: str = _env("Database of the embedded cluster", "crypto")
+    # --- Spark
+    spark_master: str = _env("Spark master URL", "local[2]")
+    spark_shuffle_partitions: int = _env("spark.sql.shuffle.partitions", 2)
+    spark_driver_memory: str = _env("Spark driver heap", "1g")
+    lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
+    checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
+    # --- Source
+    symbols: list[str] = _env(
+        "Symbols to stream, comma separated", ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
+    )
+    source: str = _env("Trade source: binance, sim or csv", "binance")
+    binance_endpoint: str = _env("Binance endpoint: binance, vision, us or testnet", "binance")
+    binance_ws_url: str = _env("WebSocket base URL; overrides binance_endpoint", "")
+    binance_rest_url: str = _env("REST base URL; overrides binance_endpoint", "")
+    sim_host: str = _env("Host the simulator binds", "127.0.0.1")
+    sim_port: int = _env("Port of the simulator", 18765)
+    # --- Gold
+    window_seconds: int = _env("Length of the short metrics window", 5)
+    watermark_seconds: int = _env("Event-time watermark of the gold job", 10)
+    log_level: str = _env("Log level of cryptoflow's own loggers", "INFO")
+
+    # ----- derived values
+    @property
+    def embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return not self.postgres_dsn
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def lake(self) -> str:
+        return self.lake_root or str((self.data_dir / "lake").resolve())
+
+    @property
+    def checkpoints(self) -> str:
+        return self.checkpoint_root or str((self.data_dir / "checkpoints").resolve())
+
+    def table_path(self, name: str) -> str:
+        """Path (or URI) of the Delta table ``name`` (bronze, silver, quarantine, gold...)."""
+        return f"{self.lake.rstrip('/')}/{name}"
+
+    def checkpoint_path(self, job: str) -> str:
+        return f"{self.checkpoints.rstrip('/')}/{job}"
+
+    @property
+    def ws_url(self) -> str:
+        if self.binance_ws_url:
+            return self.binance_ws_url
+        if self.source == "sim":
+            return f"ws://{self.sim_host}:{self.sim_port}"
+        return BINANCE_ENDPOINTS[self.binance_endpoint][0]
+
+    @property
+    def rest_url(self) -> str:
+        if self.binance_rest_url:
+            return self.binance_rest_url
+        if self.source == "sim":
+            return f"http://{self.sim_host}:{self.sim_port}"
+        return BINANCE_ENDPOINTS[self.binance_endpoint][1]
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """The resolved configuration for ``cryptoflow config``, secrets masked."""
+        from cryptoflow.services.postgres import pipeline_dsn  # local: avoids an import cycle
+
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = mask_dsn(value)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        out["resolved"] = {
+            "kafka": {
+                "embedded": self.embedded_kafka,
+                "bootstrap_servers": self.bootstrap_servers,
+                "topic": self.kafka_topic,
+            },
+            "postgres": {"embedded": self.embedded_postgres, "dsn": mask_dsn(pipeline_dsn(self))},
+            "spark_master": self.spark_master,
+            "lake_root": self.lake,
+            "tables": {t: self.table_path(t) for t in TABLES},
+            "checkpoint_root": self.checkpoints,
+            "symbols": self.symbols,
+            "source": self.source,
+            "websocket_url": self.ws_url,
+            "rest_url": self.rest_url,
+        }
+        return out
+
+
+TABLES = ("bronze", "silver", "quarantine", "gold")
+
+
+def mask_dsn(dsn: str) -> str:
+    """Replace the password of a URI or key=value DSN with ``***``."""
+    if not dsn:
+        return dsn
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        user = quote(parts.username or "", safe="")
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return " ".join(
+        "password=***" if tok.lower().startswith("password=") else tok for tok in dsn.split()
+    )
+
+
+def _parse(name: str, raw: str, kind: str) -> Any:
+    """Convert an environment string to the field's type (``kind`` is the annotation text)."""
+    text = raw.strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "Path":
+            return Path(text).expanduser()
+        if kind == "list[str]":
+            return [s.strip().upper() for s in text.split(",") if s.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from e
+    return text
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file of ``KEY=VALUE`` lines (``#`` comments, optional quotes)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:]
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{lineno}: expected KEY=VALUE, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, dotenv: Path | None = Path(".env"), **overrides: Any
+) -> Settings:
+    """Read ``CRYPTOFLOW_*`` variables (process environment wins over ``.env``)."""
+    env = dict(read_dotenv(dotenv)) if dotenv else {}
+    env.update(os.environ if environ is None else environ)
+    known = {f.name: f for f in fields(Settings)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {PREFIX}{close[0].upper()}?)" if close else ""
+            raise ConfigError(f"unknown setting {key}{hint}")
+        kwargs[name] = _parse(name, raw, known[name].type)
+    kwargs.update(overrides)
+    settings = Settings(**kwargs)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Check values that can be wrong independently of any service."""
+    if s.source not in SOURCES:
+        raise ConfigError(f"CRYPTOFLOW_SOURCE={s.source!r}: expected one of {', '.join(SOURCES)}")
+    if s.binance_endpoint not in BINANCE_ENDPOINTS:
+        raise ConfigError(
+            f"CRYPTOFLOW_BINANCE_ENDPOINT={s.binance_endpoint!r}: expected one of "
+            + ", ".join(BINANCE_ENDPOINTS)
+        )
+    if not s.symbols:
+        raise ConfigError("CRYPTOFLOW_SYMBOLS is empty: name at least one symbol, e.g. BTCUSDT")
+    for sym in s.symbols:
+        if not sym.isalnum():
+            raise ConfigError(f"CRYPTOFLOW_SYMBOLS: {sym!r} is not a Binance symbol like BTCUSDT")
+    for name in ("window_seconds", "kafka_partitions", "spark_shuffle_partitions"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+    if s.watermark_seconds < 0:
+        raise ConfigError("CRYPTOFLOW_WATERMARK_SECONDS must not be negative")
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for docs and ``--help``."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, list):
+            default = ",".join(default)
+        rows.append((PREFIX + f.name.upper(), str(default), f.metadata["doc"]))
+    return rows
+
+
+def to_json(settings: Settings) -> str:
+    return json.dumps(settings.as_public_dict(), indent=2)

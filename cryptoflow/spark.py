@@ -1,0 +1,59 @@
+"""The one Spark session factory every job uses."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pyspark.sql import SparkSession
+
+from cryptoflow.config import Settings
+from cryptoflow.jars import spark_classpath
+from cryptoflow.services.process import java_binary
+
+log = logging.getLogger(__name__)
+
+
+def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
+    """Every Spark setting the project relies on, in one place."""
+    jars = ",".join(str(j) for j in spark_classpath(s.jar_cache))
+    return {
+        "spark.app.name": app_name,
+        "spark.master": s.spark_master,
+        "spark.jars": jars,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # Binance fields differ only by case (e/E, t/T, m/M).
+        "spark.sql.caseSensitive": "true",
+        "spark.sql.shuffle.partitions": str(s.spark_shuffle_partitions),
+        "spark.default.parallelism": str(s.spark_shuffle_partitions),
+        "spark.driver.memory": s.spark_driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.streaming.stateStore.providerClass": (
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+        ),
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.autoCompact.enabled": "false",
+        "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
+        "spark.driver.extraJavaOptions": (
+            f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC"
+        ),
+    }
+
+
+def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
+    """A Spark session with Delta, the Kafka connector and the project's settings."""
+    java = java_binary()
+    os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
+    if s.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in spark_conf(s, app_name).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark session master=%s version=%s", s.spark_master, spark.version)
+    return spark
