@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -77,10 +78,8 @@ def stop_pid(pid: int, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.2)
     if pid_alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def java_binary() -> str:
