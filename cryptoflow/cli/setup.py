@@ -29,10 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "are left running."
         ),
     )
+    p.add_argument(
+        "--jars-only",
+        action="store_true",
+        help="only resolve the JARs this configuration needs into CRYPTOFLOW_JAR_CACHE "
+        "(for image builds: no services, no schema)",
+    )
     p.set_defaults(handler=run)
 
 
-def _steps(s: Settings) -> list[tuple[str, Callable[[], str]]]:
+def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[], str]]]:
     def python_deps() -> str:
         return ", ".join(f"{name} {version(name)}" for name in PINNED)
 
@@ -57,7 +63,11 @@ def _steps(s: Settings) -> list[tuple[str, Callable[[], str]]]:
         applied = db.apply_migrations(postgres.admin_dsn(s))
         if s.embedded_postgres:
             postgres.ensure_login_roles(s)
-        return f"applied {', '.join(applied)}" if applied else "up to date"
+            logins: list[str] = []
+        else:
+            logins = postgres.ensure_external_logins(s)
+        detail = f"applied {', '.join(applied)}" if applied else "up to date"
+        return detail + (f"; logins {', '.join(logins)}" if logins else "")
 
     def topic() -> str:
         created = kafka.ensure_topic(s)
@@ -70,6 +80,8 @@ def _steps(s: Settings) -> list[tuple[str, Callable[[], str]]]:
     ]
     if s.embedded_kafka:
         steps.append(("kafka jars", jars(KAFKA_JARS)))
+    if jars_only:
+        return steps
     if s.embedded_postgres:
         steps.append(("postgres binaries", lambda: str(postgres.bin_dir())))
     steps += [
@@ -82,7 +94,7 @@ def _steps(s: Settings) -> list[tuple[str, Callable[[], str]]]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    steps = _steps(settings)
+    steps = _steps(settings, jars_only=getattr(args, "jars_only", False))
     for i, (name, step) in enumerate(steps, 1):
         t0 = time.monotonic()
         detail = step()

@@ -69,7 +69,10 @@ def admin_dsn(s: Settings) -> str:
 
 
 def reader_dsn(s: Settings) -> str:
-    """DSN of the read-only analyst role (embedded); external setups use their own."""
+    """DSN of the read-only login: the configured one, else the embedded analyst role (an
+    external setup without ``postgres_reader_dsn`` falls back to the pipeline's DSN)."""
+    if s.postgres_reader_dsn:
+        return s.postgres_reader_dsn
     return s.postgres_dsn if not s.embedded_postgres else _dsn(s, ANALYST_USER)
 
 
@@ -226,6 +229,46 @@ def ensure_login_roles(s: Settings) -> None:
                 sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user))
             )
     conn.close()
+
+
+def ensure_external_logins(s: Settings) -> list[str]:
+    """On an external server, create (or re-password) the logins named by the pipeline and
+    reader DSNs inside cryptoflow_writer / cryptoflow_reader, using the admin DSN. A DSN whose
+    user is the admin itself is left alone. Returns the logins it ensured."""
+    from psycopg2 import sql
+    from psycopg2.extensions import parse_dsn
+
+    from cryptoflow.db import connect
+
+    admin_user = parse_dsn(admin_dsn(s)).get("user")
+    wanted = [(s.postgres_dsn, "cryptoflow_writer"), (s.postgres_reader_dsn, "cryptoflow_reader")]
+    ensured: list[str] = []
+    conn = connect(admin_dsn(s))
+    try:
+        with conn, conn.cursor() as cur:
+            for dsn, group in wanted:
+                parts = parse_dsn(dsn) if dsn else {}
+                user, password = parts.get("user"), parts.get("password")
+                if not user or user == admin_user:
+                    continue
+                if not password:
+                    raise ServiceError(
+                        f"the DSN for {group} names user {user!r} without a password: add one "
+                        "so `cryptoflow setup` can create that login"
+                    )
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(
+                    sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(user)),
+                    (password,),
+                )
+                cur.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(user))
+                )
+                ensured.append(f"{user} in {group}")
+    finally:
+        conn.close()
+    return ensured
 
 
 def stop(s: Settings) -> bool:
