@@ -65,12 +65,6 @@ class Settings:
     postgres_admin_dsn: str = _env(
         "DSN that applies migrations (defaults to postgres_dsn)", "", secret=True
     )
-    postgres_reader_dsn: str = _env(
-        "DSN of the read-only login (dashboards, Grafana) on an external server; `cryptoflow "
-        "setup` creates that login in cryptoflow_reader. Empty: the embedded analyst login",
-        "",
-        secret=True,
-    )
     postgres_port: int = _env("Port of the embedded PostgreSQL cluster", 15432)
     postgres_db: str = _env("Database of the embedded cluster", "crypto")
     # --- Spark
@@ -93,11 +87,22 @@ class Settings:
     window_seconds: int = _env("Length of the short metrics window", 5)
     watermark_seconds: int = _env("Event-time watermark of the gold job", 10)
     log_level: str = _env("Log level of cryptoflow's own loggers", "INFO")
-    # --- Dashboard (`cryptoflow dashboard`, the built-in live page)
-    dashboard_host: str = _env("Interface the live page binds (loopback by default)", "127.0.0.1")
-    dashboard_port: int = _env("Port of the live page", 8050)
-    dashboard_refresh_seconds: int = _env("How often the live page polls for new data", 2)
-    dashboard_minutes: int = _env("How many minutes of history the live page shows", 15)
+    # --- Data quality (expectations/, `cryptoflow validate`, `cryptoflow dq`)
+    dq_interval_minutes: int = _env(
+        "Minutes between off-hot-path validations of silver and gold during `up` (0: never)", 10
+    )
+    dq_min_trade_time: str = _env("Earliest plausible trade time (UTC ISO date)", "2017-01-01")
+    dq_future_tolerance_seconds: int = _env(
+        "How far in the future (vs. processing time) a trade time may be before it is dropped", 60
+    )
+    dq_event_before_trade_ms: int = _env(
+        "How far an event time may precede its trade time (clock skew) before it is dropped", 1000
+    )
+    dq_max_latency_ms: int = _env(
+        "Latencies above this (or below 0) are counted as warnings, the row is kept", 60_000
+    )
+    dq_max_price: int = _env("Prices above this are absurd and dropped", 1_000_000_000)
+    dq_max_quantity: int = _env("Quantities above this are absurd and dropped", 1_000_000_000)
 
     # ----- derived values
     @property

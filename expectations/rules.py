@@ -1,0 +1,56 @@
+"""Row-level rules for the streaming hot path, derived from the GE suites (the one definition).
+
+``trade_rules(settings)`` gives silver's rules as Spark SQL booleans with their DLT-style
+action; ``unique_key_rule(settings)`` names the (symbol, trade_id) uniqueness expectation.
+The silver job evaluates ``expression`` per row: TRUE passes, FALSE (or NULL) fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptoflow.config import Settings
+from expectations.params import suite_parameters
+from expectations.suites import SuiteError, read_suite
+from expectations.translate import TABLE_LEVEL, to_sql
+
+TRADES_SUITE = "silver_trades"
+METRICS_SUITE = "gold_metrics"
+
+
+@dataclass(frozen=True)
+class RowRule:
+    name: str  # the expectation's name as reported in quarantine, e.g. "price_positive"
+    expression: str  # Spark SQL boolean; TRUE = row passes; NULL counts as failed
+    action: str  # "warn" (keep + count) | "drop" (to quarantine) | "fail" (stop the job)
+
+
+def row_rules(settings: Settings, suite_name: str) -> list[RowRule]:
+    """Every row-level expectation of ``suite_name`` as a ``RowRule``, in suite order."""
+    params = suite_parameters(settings)
+    return [
+        RowRule(e.meta["rule"], to_sql(e, params), e.meta["action"])
+        for e in read_suite(suite_name).expectations
+        if e.expectation_type not in TABLE_LEVEL
+    ]
+
+
+def trade_rules(settings: Settings) -> list[RowRule]:
+    """Silver's row-level rules (parse-level ones included), from ``silver_trades.json``."""
+    return row_rules(settings, TRADES_SUITE)
+
+
+def metrics_rules(settings: Settings) -> list[RowRule]:
+    """Gold's row-level rules, from ``gold_metrics.json``."""
+    return row_rules(settings, METRICS_SUITE)
+
+
+def unique_key_rule(settings: Settings) -> RowRule:
+    """The (symbol, trade_id) uniqueness expectation: its name and action for duplicates.
+
+    ``expression`` is unused (uniqueness spans rows and batches); it is ``TRUE``.
+    """
+    for e in read_suite(TRADES_SUITE).expectations:
+        if e.expectation_type == "expect_compound_columns_to_be_unique":
+            return RowRule(e.meta["rule"], "TRUE", e.meta["action"])
+    raise SuiteError(f"suite {TRADES_SUITE!r} has no expect_compound_columns_to_be_unique")
