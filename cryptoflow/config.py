@@ -65,6 +65,12 @@ class Settings:
     postgres_admin_dsn: str = _env(
         "DSN that applies migrations (defaults to postgres_dsn)", "", secret=True
     )
+    postgres_reader_dsn: str = _env(
+        "DSN of the read-only login (dashboards, Grafana) on an external server; `cryptoflow "
+        "setup` creates that login in cryptoflow_reader. Empty: the embedded analyst login",
+        "",
+        secret=True,
+    )
     postgres_port: int = _env("Port of the embedded PostgreSQL cluster", 15432)
     postgres_db: str = _env("Database of the embedded cluster", "crypto")
     # --- Spark
@@ -103,6 +109,11 @@ class Settings:
     )
     dq_max_price: int = _env("Prices above this are absurd and dropped", 1_000_000_000)
     dq_max_quantity: int = _env("Quantities above this are absurd and dropped", 1_000_000_000)
+    # --- Dashboard (`cryptoflow dashboard`, the built-in live page)
+    dashboard_host: str = _env("Interface the live page binds (loopback by default)", "127.0.0.1")
+    dashboard_port: int = _env("Port of the live page", 8050)
+    dashboard_refresh_seconds: int = _env("How often the live page polls for new data", 2)
+    dashboard_minutes: int = _env("How many minutes of history the live page shows", 15)
 
     # ----- derived values
     @property
