@@ -79,6 +79,25 @@ class Settings:
     spark_driver_memory: str = _env("Spark driver heap", "1g")
     lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
     checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
+    # --- Bronze / silver streaming jobs (pipelines/bronze, pipelines/silver, `cryptoflow run`)
+    starting_offsets: str = _env(
+        "Where bronze starts on a fresh checkpoint: earliest, latest or Spark's JSON offsets",
+        "earliest",
+    )
+    fail_on_data_loss: bool = _env(
+        "Stop bronze when Kafka deleted offsets it has not read yet (retention) instead of "
+        "silently skipping them",
+        True,
+    )
+    max_offsets_per_trigger: int = _env("Most Kafka records per bronze batch (0: none)", 200_000)
+    max_files_per_trigger: int = _env("Most bronze files per silver batch", 1000)
+    trigger_interval_ms: int = _env("Micro-batch interval of the streaming jobs", 500)
+    mirror_retry_seconds: int = _env(
+        "How long a batch retries an unreachable PostgreSQL before its query fails (a restart "
+        "then resumes from the checkpoint)",
+        60,
+    )
+    run_status_interval_s: int = _env("Seconds between `cryptoflow run` status lines", 5)
     # --- Source
     symbols: list[str] = _env(
         "Symbols to stream, comma separated", ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
@@ -217,6 +236,10 @@ def _parse(name: str, raw: str, kind: str) -> Any:
     try:
         if kind == "int":
             return int(text)
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
         if kind == "Path":
             return Path(text).expanduser()
         if kind == "list[str]":

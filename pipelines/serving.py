@@ -1,0 +1,173 @@
+"""Idempotent bulk upserts into the PostgreSQL serving tables, shared by silver and gold.
+
+``copy_upsert`` streams rows with ``COPY`` into a temporary staging table shaped like the
+target, then moves them with one ``INSERT ... ON CONFLICT`` on the target's key: replaying
+the same rows is harmless. ``mirror`` wraps that in one transaction per micro-batch and
+retries an unreachable server with bounded, logged backoff.
+
+Value conventions (COPY text format): ``None`` -> NULL, ``Decimal``/int as written,
+``datetime`` aware or naive (naive = local time, which is what PySpark's ``collect`` returns
+for a TimestampType), ``bytes`` -> bytea, ``list`` -> a PostgreSQL array.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from cryptoflow.db import connect
+from cryptoflow.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True)
+class UpsertSpec:
+    """Where rows go: the target table, its columns in row order, and its conflict key.
+
+    ``update=False`` keeps the first row ever written for a key (``DO NOTHING``);
+    ``update=True`` overwrites the non-key columns (``DO UPDATE``), for rows that are
+    recomputed, like gold windows.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    update: bool = False
+
+    def __post_init__(self) -> None:
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"{self.table}: key columns {missing} are not among the columns")
+
+
+def _array_item(value: Any) -> str:
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def copy_value(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format (escaped, ``\\N`` for NULL)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.astimezone(UTC)  # naive = local time, as PySpark returns
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\\\x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        inner = ",".join("NULL" if v is None else _array_item(v) for v in value)
+        return ("{" + inner + "}").translate(_ESCAPES)
+    return str(value).translate(_ESCAPES)
+
+
+def copy_text(rows: Iterable[Sequence[Any]]) -> io.StringIO:
+    """Rows as a COPY text-format stream."""
+    buf = io.StringIO()
+    for row in rows:
+        buf.write("\t".join(copy_value(v) for v in row))
+        buf.write("\n")
+    buf.seek(0)
+    return buf
+
+
+def copy_upsert(
+    cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Iterable[Sequence[Any]]
+) -> int:
+    """COPY ``rows`` into a temp staging table, then upsert into ``spec.table``.
+
+    Runs inside the caller's transaction. Returns how many rows were inserted or updated.
+    """
+    target = sql.Identifier(spec.table)
+    stage = sql.Identifier(f"_stage_{spec.table}")
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        ).format(stage=stage, target=target)
+    )
+    cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+    cur.copy_expert(
+        sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols).as_string(cur), copy_text(rows)
+    )
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
+    if spec.update:
+        others = [c for c in spec.columns if c not in spec.key]
+        action = sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others
+            )
+        )
+    else:
+        action = sql.SQL("DO NOTHING")
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({keys}) {action}"
+        ).format(target=target, cols=cols, stage=stage, keys=keys, action=action)
+    )
+    return cur.rowcount
+
+
+def mirror(
+    dsn: str,
+    writes: Sequence[tuple[UpsertSpec, Sequence[Sequence[Any]]]],
+    retry_seconds: float = 60.0,
+    what: str = "batch",
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, int]:
+    """Upsert every (spec, rows) pair in ONE transaction, retrying connection failures.
+
+    Backoff starts at 0.5 s and doubles up to 8 s; after ``retry_seconds`` the last error is
+    raised as ``ServiceError`` (the streaming query then fails and a restart replays the
+    batch from its checkpoint; the upserts make that replay harmless). Returns rows changed
+    per table.
+    """
+    deadline = time.monotonic() + retry_seconds
+    delay, attempt = 0.5, 1
+    while True:
+        try:
+            return _mirror_once(dsn, writes)
+        except (ServiceError, psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if time.monotonic() + delay > deadline:
+                raise ServiceError(
+                    f"mirroring {what} to PostgreSQL failed after {attempt} attempts "
+                    f"({reason}); the job stops and resumes from its checkpoint on restart"
+                ) from e
+            log.warning(
+                "postgres unavailable %s attempt=%d retry_in=%.1fs reason=%s",
+                what,
+                attempt,
+                delay,
+                reason,
+            )
+            sleep(delay)
+            delay, attempt = min(delay * 2, 8.0), attempt + 1
+
+
+def _mirror_once(
+    dsn: str, writes: Sequence[tuple[UpsertSpec, Sequence[Sequence[Any]]]]
+) -> dict[str, int]:
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            return {spec.table: copy_upsert(cur, spec, rows) for spec, rows in writes if rows}
+    finally:
+        conn.close()
