@@ -108,6 +108,35 @@ class Settings:
     binance_rest_url: str = _env("REST base URL; overrides binance_endpoint", "")
     sim_host: str = _env("Host the simulator binds", "127.0.0.1")
     sim_port: int = _env("Port of the simulator", 18765)
+    # --- Ingestion (WebSocket client, producer, gaps/backfill, CSV replay)
+    ws_backoff_initial_ms: int = _env("First reconnect delay; doubles per failure (jittered)", 500)
+    ws_backoff_max_ms: int = _env("Longest reconnect delay", 30_000)
+    ws_rotate_after_s: int = _env(
+        "Open a fresh connection after this long (Binance cuts at 24 h)", 23 * 3600
+    )
+    ws_rotate_overlap_s: int = _env(
+        "Keep the old connection this long after the new one delivers (no missed frames)", 5
+    )
+    ws_stall_timeout_s: int = _env("Reconnect when no frame arrived for this long", 60)
+    ws_max_messages_per_s: int = _env(
+        "Most messages the client sends per second (Binance disconnects above 5)", 5
+    )
+    producer_buffer_messages: int = _env(
+        "Frames held in the producer while Kafka is slow or down; the reader waits when full",
+        500_000,
+    )
+    producer_linger_ms: int = _env("Producer batching delay (linger.ms)", 20)
+    producer_compression: str = _env("Producer compression: lz4, zstd, snappy, gzip, none", "lz4")
+    status_interval_s: int = _env("Seconds between ingestion status lines", 5)
+    rest_weight_per_minute: int = _env(
+        "REST request-weight budget per minute (Binance allows 6000 per IP)", 5000
+    )
+    rest_historical_trades_weight: int = _env("Weight of one historicalTrades request", 25)
+    gaps_topic: str = _env("Topic recording gap outcomes; default <kafka_topic>.gaps", "")
+    resume_scan_messages: int = _env(
+        "How far back (messages per partition) ingestion looks for the last trade ids on start",
+        200_000,
+    )
     # --- Gold
     window_seconds: int = _env("Length of the short metrics window", 5)
     watermark_seconds: int = _env("Event-time watermark of the gold job", 10)

@@ -1,0 +1,258 @@
+"""The one WebSocket connection supervisor: backoff, watchdog, rotation, serverShutdown.
+
+``Supervisor.run`` keeps exactly one *primary* session reading the combined stream:
+
+* a session that fails to connect or drops is replaced after an exponential backoff with
+  jitter (reset once a session delivered a frame); unreachable endpoints are logged clearly
+  on every attempt and retried for ever;
+* a session that receives nothing for ``ws_stall_timeout_s`` is closed (stalled feed);
+* after ``ws_rotate_after_s`` (Binance cuts at 24 h) or on a ``serverShutdown`` event a new
+  session is opened *before* the old one is closed: both read for ``ws_rotate_overlap_s``
+  after the new one delivered, so nothing is missed (the overlap's duplicates are counted);
+* websockets answers the server's pings itself; everything the client sends goes through a
+  limiter that never allows more than ``ws_max_messages_per_s`` messages in any second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from cryptoflow.config import Settings
+from cryptoflow.errors import CryptoflowError
+from ingestion.frames import Frame
+from ingestion.status import IngestStats
+
+log = logging.getLogger(__name__)
+
+#: ``handler(raw, receive_time_ms, connection_id) -> Frame``: publishes one frame.
+FrameHandler = Callable[[bytes, int, str], Awaitable[Frame]]
+
+
+def combined_stream_url(base: str, symbols: list[str]) -> str:
+    """``<base>/stream?streams=btcusdt@trade/ethusdt@trade``."""
+    streams = "/".join(f"{s.lower()}@trade" for s in symbols)
+    return f"{base.rstrip('/')}/stream?streams={streams}"
+
+
+def backoff_delays(initial: float, maximum: float, rng: random.Random | None = None):
+    """Exponential delays with jitter: attempt n waits uniformly in [d/2, d], d = initial*2^n."""
+    rng = rng or random.Random()
+    for n in itertools.count():
+        d = min(maximum, initial * (2**n))
+        yield rng.uniform(d / 2, d)
+
+
+class SendLimiter:
+    """At most ``per_second`` sends in any sliding one-second window."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self.clock = clock
+        self.sent: deque[float] = deque()
+
+    def delay(self) -> float:
+        """Seconds to wait before the next send is allowed (0 = now)."""
+        now = self.clock()
+        while self.sent and now - self.sent[0] >= 1.0:
+            self.sent.popleft()
+        if len(self.sent) < self.per_second:
+            return 0.0
+        return 1.0 - (now - self.sent[0])
+
+    async def acquire(self) -> None:
+        while (wait := self.delay()) > 0:
+            await asyncio.sleep(wait)
+        self.sent.append(self.clock())
+
+
+class Session:
+    """One WebSocket connection reading the combined stream."""
+
+    def __init__(self, conn_id: str, supervisor: Supervisor) -> None:
+        self.id = conn_id
+        self.sup = supervisor
+        self.ws: ClientConnection | None = None
+        self.delivered = asyncio.Event()  # first frame arrived
+        self.frames = 0
+        self.task = asyncio.create_task(self._run(), name=f"ws-{conn_id}")
+
+    async def send(self, message: str) -> None:
+        """Send a control message (SUBSCRIBE...) within the outgoing rate limit."""
+        assert self.ws is not None
+        await self.sup.limiter.acquire()
+        await self.ws.send(message)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+    async def _run(self) -> None:
+        s = self.sup.settings
+        async with connect(
+            self.sup.url,
+            compression=None,
+            max_queue=1024,
+            max_size=1 << 20,
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+        ) as ws:
+            self.ws = ws
+            opened = time.monotonic()
+            log.info("connected connection=%s url=%s", self.id, self.sup.url)
+            while True:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(decode=False), s.ws_stall_timeout_s)
+                except TimeoutError:
+                    log.warning(
+                        "stalled connection=%s no frame for %ds: reconnecting",
+                        self.id,
+                        s.ws_stall_timeout_s,
+                    )
+                    return
+                frame = await self.sup.handler(raw, int(time.time() * 1000), self.id)
+                self.frames += 1
+                if not self.delivered.is_set():
+                    self.delivered.set()
+                if frame.event == "serverShutdown":
+                    log.info("serverShutdown on connection=%s: rotating", self.id)
+                    self.sup.request_rotation(self)
+                elif time.monotonic() - opened > s.ws_rotate_after_s:
+                    self.sup.request_rotation(self)
+
+
+class Supervisor:
+    """Keeps one live session, reconnecting and rotating as described in the module doc."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        handler: FrameHandler,
+        stats: IngestStats,
+        stop: asyncio.Event,
+        url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.stats = stats
+        self.stop = stop
+        self.url = url or combined_stream_url(settings.ws_url, settings.symbols)
+        self.limiter = SendLimiter(settings.ws_max_messages_per_s)
+        self._ids = itertools.count(1)
+        self._rotate = asyncio.Event()
+        self._rotating_from: Session | None = None
+        self.primary: Session | None = None
+
+    def request_rotation(self, session: Session) -> None:
+        if session is self.primary and self._rotating_from is None:
+            self._rotating_from = session
+            self._rotate.set()
+
+    def _new_session(self) -> Session:
+        return Session(f"c{next(self._ids)}", self)
+
+    async def run(self) -> None:
+        s = self.settings
+        delays = backoff_delays(s.ws_backoff_initial_ms / 1000, s.ws_backoff_max_ms / 1000)
+        attempt = 0
+        self.primary = self._new_session()
+        stop_wait = asyncio.create_task(self.stop.wait())
+        try:
+            while not self.stop.is_set():
+                rotate_wait = asyncio.create_task(self._rotate.wait())
+                await asyncio.wait(
+                    {self.primary.task, stop_wait, rotate_wait},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                rotate_wait.cancel()
+                if self.stop.is_set():
+                    break
+                if self._rotate.is_set():
+                    await self._rotate_now()
+                    continue
+                # the primary session ended: find out why, back off, reconnect
+                session = self.primary
+                if isinstance(session.task.exception(), CryptoflowError):
+                    raise session.task.exception()  # e.g. the producer failed for good
+                error = _task_error(session.task)
+                if session.frames:  # it worked for a while: start the backoff over
+                    delays = backoff_delays(
+                        s.ws_backoff_initial_ms / 1000, s.ws_backoff_max_ms / 1000
+                    )
+                    attempt = 0
+                attempt += 1
+                delay = next(delays)
+                self.stats.add("reconnects")
+                log.warning(
+                    "connection=%s to %s ended after %d frames (%s); reconnecting in %.1fs "
+                    "(attempt %d)",
+                    session.id,
+                    self.url,
+                    session.frames,
+                    error or "closed",
+                    delay,
+                    attempt,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                if not self.stop.is_set():
+                    self.primary = self._new_session()
+        finally:
+            stop_wait.cancel()
+            if self.primary is not None:
+                await self.primary.close()
+
+    async def _rotate_now(self) -> None:
+        """Open the next session, let both read for the overlap, then close the old one."""
+        old = self.primary
+        assert old is not None
+        new = self._new_session()
+        self.stats.add("reconnects")
+        delivered = asyncio.create_task(new.delivered.wait())
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait(
+            {delivered, new.task, stopped},
+            timeout=self.settings.ws_stall_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        delivered.cancel()
+        stopped.cancel()
+        if new.delivered.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.settings.ws_rotate_overlap_s)
+            log.info("rotated connection=%s -> %s", old.id, new.id)
+            await old.close()
+            self.primary = new
+        else:  # the new one did not come up: keep the old one, try again later
+            log.warning("rotation: new connection=%s delivered nothing; keeping %s", new.id, old.id)
+            await new.close()
+        self._rotating_from = None
+        self._rotate.clear()
+
+
+def _task_error(task: asyncio.Task) -> str | None:
+    if task.cancelled():
+        return "cancelled"
+    e = task.exception()
+    if e is None:
+        return None
+    if isinstance(e, ConnectionClosed):
+        return f"closed code={e.rcvd.code if e.rcvd else 'none'}"
+    if isinstance(e, (OSError, InvalidHandshake, InvalidURI, TimeoutError)):
+        return f"cannot connect: {type(e).__name__}: {e}"
+    return f"{type(e).__name__}: {e}"

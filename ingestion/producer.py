@@ -1,0 +1,163 @@
+"""The Kafka side of ingestion: an idempotent producer with a bounded buffer and back-pressure.
+
+librdkafka's own queue is the bounded buffer (``producer_buffer_messages``). Messages never
+time out (``message.timeout.ms=0``), so while the broker is down frames wait and are retried;
+when the queue is full ``produce`` raises ``BufferError`` and the caller waits (the WebSocket
+reader stops reading) until deliveries free space. A failed delivery is produced again, so a
+frame that entered the producer is either delivered or still buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from confluent_kafka import KafkaError, Producer
+
+from cryptoflow.config import Settings
+from cryptoflow.errors import ServiceError
+from ingestion.status import IngestStats
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
+
+
+def producer_config(settings: Settings) -> dict:
+    """librdkafka settings: idempotent, acks=all, compressed, large bounded queue."""
+    if settings.producer_compression not in COMPRESSIONS:
+        raise ServiceError(
+            f"CRYPTOFLOW_PRODUCER_COMPRESSION={settings.producer_compression!r}: "
+            f"expected one of {', '.join(COMPRESSIONS)}"
+        )
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": settings.producer_compression,
+        "linger.ms": settings.producer_linger_ms,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": settings.producer_buffer_messages,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "message.timeout.ms": 0,  # never expire: wait for the broker to come back
+        "partitioner": "murmur2_random",  # same partition for a key as Java clients / Spark
+        "reconnect.backoff.max.ms": 2000,
+        "log_level": 3,
+    }
+
+
+class FrameProducer:
+    """Produces raw frames keyed by symbol; counts deliveries; re-produces failed ones."""
+
+    def __init__(self, settings: Settings, stats: IngestStats) -> None:
+        self.stats = stats
+        self.fatal: str | None = None
+        self._producer = Producer({**producer_config(settings), "error_cb": self._on_error})
+
+    # ----- callbacks (run inside poll/flush on the calling thread)
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = str(err)
+            log.error("kafka producer fatal error: %s", err)
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            log.warning("kafka unreachable, buffering frames: %s", err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg) -> None:
+        if err is None:
+            self.stats.delivered += 1
+            latency = msg.latency()
+            if latency is not None:
+                self.stats.delivery_lag_ms = latency * 1000.0
+            return
+        self.stats.delivery_errors += 1
+        log.warning("delivery failed (%s); producing the frame again", err.str())
+        headers = msg.headers() or []
+        ts_type, ts = msg.timestamp()
+        self._produce_retrying(msg.topic(), msg.key(), msg.value(), ts, headers)
+
+    def _produce_retrying(self, topic, key, value, ts, headers) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, timestamp=ts, headers=headers, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    # ----- producing
+    def try_produce(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int, headers: Headers
+    ) -> bool:
+        """Hand one frame to the producer; False when the bounded buffer is full."""
+        try:
+            self._producer.produce(
+                topic,
+                value,
+                key,
+                timestamp=timestamp_ms,
+                headers=headers,
+                on_delivery=self._on_delivery,
+            )
+            return True
+        except BufferError:
+            return False
+
+    async def produce(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int, headers: Headers
+    ) -> None:
+        """Produce from the event loop, waiting (not reading further frames) while full."""
+        if self.try_produce(topic, key, value, timestamp_ms, headers):
+            return
+        self.stats.backpressure_waits += 1
+        while not self.try_produce(topic, key, value, timestamp_ms, headers):
+            self.check()
+            self._producer.poll(0)
+            await asyncio.sleep(0.02)
+
+    def produce_blocking(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        timestamp_ms: int,
+        headers: Headers,
+        serve_reports: bool = True,
+    ) -> None:
+        """Produce from a plain thread, blocking while the buffer is full.
+
+        ``serve_reports=False`` for helper threads (backfill) whose owner polls the producer,
+        so delivery callbacks stay on one thread.
+        """
+        while not self.try_produce(topic, key, value, timestamp_ms, headers):
+            self.stats.add("backpressure_waits")
+            self.check()
+            if serve_reports:
+                self._producer.poll(0.05)
+            else:
+                time.sleep(0.05)
+
+    def poll(self, timeout: float = 0) -> None:
+        """Serve delivery reports; raise when the producer hit a fatal error."""
+        self._producer.poll(timeout)
+        self.check()
+
+    def check(self) -> None:
+        if self.fatal:
+            raise ServiceError(f"the Kafka producer failed for good: {self.fatal}")
+
+    @property
+    def buffered(self) -> int:
+        return len(self._producer)
+
+    def flush(self, timeout: float) -> int:
+        """Deliver what is buffered; returns how many frames are still undelivered."""
+        deadline = time.monotonic() + timeout
+        while len(self._producer) and time.monotonic() < deadline:
+            self._producer.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
+        left = len(self._producer)
+        if left:
+            log.warning("flush timed out: %d frames undelivered (restart resumes from Kafka)", left)
+        return left
