@@ -1,0 +1,67 @@
+"""Decisions of the stream-level fault injectors, free of I/O so they can be tested alone."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ingestion.simulator.frames import MALFORMED_KINDS
+
+
+class IdSkipper:
+    """Per symbol: after every ``every`` streamed trades, the next ``run`` trades are held back
+    from the stream (they still exist in REST and the record), so clients see a gap."""
+
+    def __init__(self, run: int, every: int) -> None:
+        self.run = run
+        self.every = every
+        self._streamed: dict[str, int] = {}
+        self._skipping: dict[str, int] = {}
+        self.skipped = 0
+        self.ranges: deque[list] = deque(maxlen=10_000)  # [symbol, first id, last id]
+        self._open: dict[str, list] = {}
+
+    def skip(self, symbol: str, trade_id: int) -> bool:
+        if self.run <= 0:
+            return False
+        left = self._skipping.get(symbol, 0)
+        if left:
+            self._skipping[symbol] = left - 1
+            self._note(symbol, trade_id, new=False)
+            return True
+        streamed = self._streamed.get(symbol, 0) + 1
+        if streamed > self.every:
+            self._streamed[symbol] = 0
+            self._skipping[symbol] = self.run - 1
+            self._note(symbol, trade_id, new=True)
+            return True
+        self._streamed[symbol] = streamed
+        return False
+
+    def _note(self, symbol: str, trade_id: int, new: bool) -> None:
+        self.skipped += 1
+        if new:
+            self._open[symbol] = [symbol, trade_id, trade_id]
+            self.ranges.append(self._open[symbol])
+        else:
+            self._open[symbol][2] = trade_id
+
+
+class MalformedInjector:
+    """Says when to insert a malformed frame (after every ``every`` streamed trades) and of
+    which kind, cycling through ``MALFORMED_KINDS``."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._count = 0
+        self.sent = 0
+
+    def after_trade(self) -> str | None:
+        if self.every <= 0:
+            return None
+        self._count += 1
+        if self._count < self.every:
+            return None
+        self._count = 0
+        kind = MALFORMED_KINDS[self.sent % len(MALFORMED_KINDS)]
+        self.sent += 1
+        return kind

@@ -1,0 +1,362 @@
+"""The simulator: one asyncio server speaking Binance's stream WebSocket and REST on one port.
+
+Hot path: every few milliseconds the market loop takes the trades that are due, records them,
+and writes each connection's frames with ONE ``transport.write`` of pre-encoded frames (shared
+by every connection that listens to the same streams). The websockets library handles the
+handshake, pings (``ping_interval``), the pong timeout, close frames and the control requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import http
+import json
+import logging
+import random
+import time
+from operator import attrgetter
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from cryptoflow.config import Settings
+from ingestion.simulator import control, frames
+from ingestion.simulator.faults import IdSkipper, MalformedInjector
+from ingestion.simulator.feed import SymbolFeed
+from ingestion.simulator.history import History
+from ingestion.simulator.ids import IdStore
+from ingestion.simulator.market import spec_for, split_rate
+from ingestion.simulator.options import SimulatorOptions
+from ingestion.simulator.record import Recorder
+from ingestion.simulator.rest import RestApi
+
+log = logging.getLogger("cryptoflow.simulator")
+
+MIN_TICK_S = 0.002  # shortest sleep of the market loop: batches frames at high rates
+MAX_TRADES_PER_TICK = 20_000  # then yield to the event loop even when behind
+MAX_WRITE_BUFFER = 64 * 2**20  # a client this far behind is dropped as a slow consumer
+_time_of = attrgetter("time")
+
+
+class SimConnection(ServerConnection):
+    """A client connection; with ``pong_delay`` its incoming frames are handled late."""
+
+    pong_delay: float = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subs = control.Subscriptions(combined=True)
+        self.message_times: collections.deque[float] = collections.deque()
+        self._delayed: collections.deque[tuple[float, bytes]] = collections.deque()
+
+    def data_received(self, data: bytes) -> None:
+        if self.pong_delay <= 0 or self.protocol.state is not State.OPEN:
+            super().data_received(data)
+            return
+        self._delayed.append((self.loop.time() + self.pong_delay, data))
+        if len(self._delayed) == 1:
+            self.loop.call_later(self.pong_delay, self._drain_delayed)
+
+    def _drain_delayed(self) -> None:
+        now = self.loop.time()
+        while self._delayed and self._delayed[0][0] <= now + 1e-3:
+            super().data_received(self._delayed.popleft()[1])
+        if self._delayed:
+            self.loop.call_later(self._delayed[0][0] - now, self._drain_delayed)
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol.state is State.OPEN
+
+
+class Simulator:
+    """A running simulator inside an event loop: ``await start()``, ``await stop()``."""
+
+    def __init__(self, settings: Settings, options: SimulatorOptions) -> None:
+        self.options = options.resolve(settings)
+        self.seed = self.options.seed if self.options.seed is not None else random.randrange(2**32)
+        self.specs = [spec_for(s) for s in self.options.symbols]
+        self.ids = IdStore(settings.data_dir)
+        self.trades = {s.symbol: History(self.options.retention) for s in self.specs}
+        self.aggs = {s.symbol: History(self.options.retention) for s in self.specs}
+        self.rest = RestApi(
+            self.specs,
+            self.trades,
+            self.aggs,
+            self.options.weight_limit,
+            {"/sim/stats": self.stats},
+        )
+        self.skipper = IdSkipper(self.options.skip_ids, self.options.skip_every)
+        self.malformed = MalformedInjector(self.options.malformed_every)
+        self.recorder = Recorder(self.options.record) if self.options.record else None
+        self.connections: set[SimConnection] = set()
+        self.feeds: list[SymbolFeed] = []
+        self.finished = asyncio.Event()
+        self.port = 0
+        self.started_at = 0.0
+        self.counters = collections.Counter()
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ----- lifecycle
+    async def start(self) -> None:
+        opts = self.options
+        SimConnection.pong_delay = opts.pong_delay
+        self._server = await serve(
+            self._handle_ws,
+            opts.host,
+            opts.port,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=opts.ping_interval,
+            ping_timeout=opts.pong_timeout,
+            max_size=2**16,
+            create_connection=SimConnection,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        start_ms = int(time.time() * 1000)
+        rates = split_rate(self.specs, opts.rate)
+        self.feeds = [
+            SymbolFeed(s, rates[s.symbol], self.seed, self.ids, start_ms, opts.max_trades)
+            for s in self.specs
+        ]
+        self.started_at = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._market_loop(), name="sim-market"))
+        if opts.drop_every:
+            self._tasks.append(asyncio.create_task(self._every(opts.drop_every, self.drop_all)))
+        if opts.shutdown_every:
+            self._tasks.append(
+                asyncio.create_task(self._every(opts.shutdown_every, self.announce_shutdown))
+            )
+        log.info(
+            "simulator listening ws=ws://%s:%d rest=http://%s:%d symbols=%s rate=%s/s seed=%d "
+            "max_trades=%s",
+            opts.host, self.port, opts.host, self.port, ",".join(opts.symbols), opts.rate,
+            self.seed, opts.max_trades,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for feed in self.feeds:
+            feed.release_ids()
+        if self.recorder:
+            self.recorder.close()
+        log.info("simulator stopped %s", _kv(self.stats()))
+
+    # ----- market
+    async def _market_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while True:
+            elapsed_ms = (loop.time() - t0) * 1000
+            trades: list[frames.Trade] = []
+            aggs: list[frames.AggTrade] = []
+            for feed in self.feeds:
+                feed.take_due(elapsed_ms, MAX_TRADES_PER_TICK // len(self.feeds), trades, aggs)
+            if trades:
+                self.publish(trades, aggs)
+            active = [f for f in self.feeds if not f.finished]
+            if not active:
+                self.finished.set()
+                log.info("simulator reached max_trades=%s per symbol", self.options.max_trades)
+                return
+            due_ms = min(f.next_offset_ms for f in active)
+            behind = due_ms <= (loop.time() - t0) * 1000
+            await asyncio.sleep(0 if behind else max(MIN_TICK_S, (due_ms - elapsed_ms) / 1000))
+
+    def publish(self, trades: list[frames.Trade], aggs: list[frames.AggTrade]) -> None:
+        """Record and store a batch, then stream it (minus skipped ids, plus malformed)."""
+        if len(self.feeds) > 1:
+            trades.sort(key=_time_of)  # stable: ids stay in order within a symbol
+            aggs.sort(key=_time_of)
+        if self.recorder:
+            self.recorder.write(trades)
+        by_symbol: dict[str, list[frames.Trade]] = collections.defaultdict(list)
+        for t in trades:
+            by_symbol[t.symbol].append(t)
+        for symbol, rows in by_symbol.items():
+            self.trades[symbol].extend(rows)
+        by_symbol_agg: dict[str, list[frames.AggTrade]] = collections.defaultdict(list)
+        for a in aggs:
+            by_symbol_agg[a.symbol].append(a)
+        for symbol, rows in by_symbol_agg.items():
+            self.aggs[symbol].extend(rows)
+        self.counters["trades_generated"] += len(trades)
+        events: list[tuple[str, str]] = []  # (stream, payload)
+        streamed = 0
+        for t in trades:
+            if self.skipper.skip(t.symbol, t.id):
+                continue
+            stream = t.symbol.lower() + "@trade"
+            events.append((stream, t.payload))
+            streamed += 1
+            kind = self.malformed.after_trade()
+            if kind:
+                events.append((stream, frames.malformed_payload(kind, t.symbol, t.event_time)))
+        self.counters["trades_streamed"] += streamed
+        for a in aggs:
+            events.append((a.symbol.lower() + "@aggTrade", a.payload))
+        self._broadcast(events)
+
+    def _broadcast(self, events: list[tuple[str, str]]) -> None:
+        if not events or not self.connections:
+            return
+        encoded: dict[bool, list[bytes]] = {}
+        for conn in list(self.connections):
+            if not conn.is_open or not conn.subs.streams:
+                continue
+            combined = conn.subs.combined
+            if combined not in encoded:
+                encoded[combined] = [_encode(s, p, combined) for s, p in events]
+            subs = set(conn.subs.streams)
+            chunk = [f for (s, _), f in zip(events, encoded[combined], strict=True) if s in subs]
+            if chunk:
+                self._write(conn, b"".join(chunk), len(chunk))
+
+    def _write(self, conn: SimConnection, data: bytes, n_frames: int) -> None:
+        transport = conn.transport
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.counters["slow_consumer_drops"] += 1
+            log.warning("dropping slow consumer %s buffered=%d", conn.remote_address,
+                        transport.get_write_buffer_size())  # fmt: skip
+            transport.abort()
+            return
+        transport.write(data)
+        self.counters["frames_sent"] += n_frames
+
+    # ----- faults
+    async def _every(self, seconds: float, action: Any) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await action()
+
+    async def drop_all(self) -> None:
+        """Abort every client connection (no close frame), like a network failure."""
+        n = 0
+        for conn in list(self.connections):
+            conn.transport.abort()
+            n += 1
+        self.counters["connections_dropped"] += n
+        log.info("fault: dropped connections=%d", n)
+
+    async def announce_shutdown(self) -> None:
+        """Send ``serverShutdown`` to every client, then close them after the grace period."""
+        conns = [c for c in self.connections if c.is_open]
+        now_ms = int(time.time() * 1000)
+        for conn in conns:
+            text = frames.server_shutdown(now_ms, conn.subs.combined)
+            conn.transport.write(frames.text_frame(text.encode()))
+        self.counters["shutdowns_sent"] += len(conns)
+        log.info("fault: serverShutdown sent connections=%d", len(conns))
+        await asyncio.sleep(self.options.shutdown_grace)
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await conn.close(1001, "server shutdown")
+
+    # ----- connections
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if control.streams_from_path(request.path) is None:
+                return _response(404, b'{"code":-1000,"msg":"Unknown stream endpoint."}', {})
+            return None
+        ip = conn.remote_address[0] if conn.remote_address else "?"
+        r = self.rest.handle(request.path, ip)
+        return _response(r.status, r.body, r.headers)
+
+    async def _handle_ws(self, conn: SimConnection) -> None:
+        combined, streams = control.streams_from_path(conn.request.path) or (False, [])
+        conn.subs.combined = combined
+        conn.subs.add(streams)
+        self.connections.add(conn)
+        self.counters["connections_total"] += 1
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(
+            self.options.max_lifetime,
+            lambda: asyncio.ensure_future(conn.close(1000, "connection lifetime exceeded")),
+        )
+        try:
+            async for message in conn:
+                if self._over_message_limit(conn, loop.time()):
+                    self.counters["message_limit_disconnects"] += 1
+                    await conn.close(1008, "Too many messages")
+                    break
+                reply = control.handle(message, conn.subs)
+                await conn.send(_dumps(reply))
+        except ConnectionClosed:
+            pass
+        finally:
+            expiry.cancel()
+            self.connections.discard(conn)
+
+    def _over_message_limit(self, conn: SimConnection, now: float) -> bool:
+        times = conn.message_times
+        times.append(now)
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        return len(times) > self.options.message_limit
+
+    # ----- status
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests, the status line and ``GET /sim/stats``."""
+        c = self.counters
+        return {
+            "port": self.port,
+            "seed": self.seed,
+            "uptime_s": round(time.monotonic() - self.started_at, 3) if self.started_at else 0,
+            "trades_generated": c["trades_generated"],
+            "trades_streamed": c["trades_streamed"],
+            "trades_skipped": self.skipper.skipped,
+            "skipped_ranges": [list(r) for r in self.skipper.ranges],
+            "malformed_sent": self.malformed.sent,
+            "frames_sent": c["frames_sent"],
+            "connections_open": len(self.connections),
+            "connections_total": c["connections_total"],
+            "connections_dropped": c["connections_dropped"],
+            "shutdowns_sent": c["shutdowns_sent"],
+            "message_limit_disconnects": c["message_limit_disconnects"],
+            "slow_consumer_drops": c["slow_consumer_drops"],
+            "rest_requests": self.rest.requests,
+            "rest_rejected_429": self.rest.rejected_429,
+            "generated_per_symbol": {f.symbol: f.generated for f in self.feeds},
+            "last_trade_id": {s: h.rows[-1].id for s, h in self.trades.items() if h.rows},
+            "finished": self.finished.is_set(),
+        }
+
+
+def _encode(stream: str, payload: str, combined: bool) -> bytes:
+    text = frames.combined(stream, payload) if combined else payload
+    return frames.text_frame(text.encode())
+
+
+def _dumps(reply: dict) -> str:
+    return json.dumps(reply, separators=(",", ":"))
+
+
+def _response(status: int, body: bytes, headers: dict[str, str]) -> Response:
+    h = Headers()
+    h["Content-Type"] = "application/json;charset=UTF-8"
+    h["Content-Length"] = str(len(body))
+    h["Connection"] = "close"
+    for k, v in headers.items():
+        h[k] = v
+    return Response(status, http.HTTPStatus(status).phrase, h, body)
+
+
+def _kv(stats: dict[str, Any]) -> str:
+    keys = ("trades_generated", "trades_streamed", "trades_skipped", "malformed_sent",
+            "frames_sent", "connections_total", "rest_requests")  # fmt: skip
+    return " ".join(f"{k}={stats[k]}" for k in keys)
