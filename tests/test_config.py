@@ -1,0 +1,105 @@
+"""Settings: parsing, validation and masking (no I/O beyond a temp .env file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cryptoflow.config import load_settings, mask_dsn, settings_help, to_json
+from cryptoflow.errors import ConfigError
+
+
+def test_defaults_are_the_three_symbols_and_live_binance():
+    s = load_settings(environ={}, dotenv=None)
+    assert s.symbols == ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
+    assert s.source == "binance"
+    assert s.ws_url == "wss://stream.binance.com:9443"
+    assert s.spark_master == "local[2]"
+    assert s.embedded_kafka and s.embedded_postgres
+
+
+def test_environment_values_are_parsed_to_field_types():
+    s = load_settings(
+        environ={
+            "CRYPTOFLOW_SYMBOLS": " solusdt, xrpusdt ",
+            "CRYPTOFLOW_KAFKA_PORT": "29092",
+            "CRYPTOFLOW_DATA_DIR": "/tmp/somewhere",
+            "PATH": "/usr/bin",
+        },
+        dotenv=None,
+    )
+    assert s.symbols == ["SOLUSDT", "XRPUSDT"]
+    assert s.kafka_port == 29092
+    assert s.data_dir == Path("/tmp/somewhere")
+    assert s.table_path("silver") == str(Path("/tmp/somewhere/lake/silver"))
+
+
+def test_unknown_setting_is_an_error_with_a_suggestion():
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown setting CRYPTOFLOW_KAFKA_PROT "
+        r"\(did you mean CRYPTOFLOW_KAFKA_PORT\?\)",
+    ):
+        load_settings(environ={"CRYPTOFLOW_KAFKA_PROT": "1"}, dotenv=None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CRYPTOFLOW_KAFKA_PORT": "abc"}, "CRYPTOFLOW_KAFKA_PORT='abc' is not a valid int"),
+        ({"CRYPTOFLOW_SOURCE": "kraken"}, "expected one of binance, sim, csv"),
+        ({"CRYPTOFLOW_SYMBOLS": ","}, "CRYPTOFLOW_SYMBOLS is empty"),
+        ({"CRYPTOFLOW_SYMBOLS": "BTC-USDT"}, "is not a Binance symbol"),
+        ({"CRYPTOFLOW_WINDOW_SECONDS": "0"}, "CRYPTOFLOW_WINDOW_SECONDS must be at least 1"),
+    ],
+)
+def test_bad_values_fail_early_with_the_variable_named(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(environ=env, dotenv=None)
+
+
+def test_dotenv_is_read_and_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# comment\nCRYPTOFLOW_SOURCE=sim\nexport CRYPTOFLOW_KAFKA_TOPIC='t1'\n"
+        'CRYPTOFLOW_SIM_PORT="19999"\n'
+    )
+    s = load_settings(environ={"CRYPTOFLOW_KAFKA_TOPIC": "t2"}, dotenv=env_file)
+    assert (s.source, s.kafka_topic, s.sim_port) == ("sim", "t2", 19999)
+    assert s.ws_url == "ws://127.0.0.1:19999"
+
+
+def test_malformed_dotenv_line_names_file_and_line(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("CRYPTOFLOW_SOURCE=sim\nnot a pair\n")
+    with pytest.raises(ConfigError, match=r"\.env:2: expected KEY=VALUE"):
+        load_settings(environ={}, dotenv=env_file)
+
+
+def test_mask_dsn_hides_passwords_in_both_forms():
+    assert (
+        mask_dsn("postgresql://app:s3cret@db:5432/crypto") == "postgresql://app:***@db:5432/crypto"
+    )
+    assert mask_dsn("host=db password=s3cret user=app") == "host=db password=*** user=app"
+    assert mask_dsn("postgresql://app@db/crypto") == "postgresql://app@db/crypto"
+
+
+def test_config_json_masks_secrets_and_lists_tables():
+    s = load_settings(
+        environ={"CRYPTOFLOW_POSTGRES_DSN": "postgresql://app:hunter2@db:5432/crypto"}, dotenv=None
+    )
+    text = to_json(s)
+    assert "hunter2" not in text
+    data = json.loads(text)
+    assert data["resolved"]["postgres"] == {
+        "embedded": False,
+        "dsn": "postgresql://app:***@db:5432/crypto",
+    }
+    assert set(data["resolved"]["tables"]) >= {"bronze", "silver", "quarantine", "gold"}
+
+
+def test_every_setting_is_documented():
+    for var, _default, doc in settings_help():
+        assert var.startswith("CRYPTOFLOW_") and doc
