@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cryptoflow.config import Settings, settings_help, to_json
 
@@ -16,9 +17,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=f"environment variables (default, meaning):\n{rows}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the table of every setting (variable, default, meaning) as Markdown instead",
+    )
     p.set_defaults(handler=run)
 
 
+def settings_markdown() -> str:
+    """The configuration table of the README, generated from the settings' own docs."""
+    home = str(Path.home())
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for var, default, doc in settings_help():
+        shown = f"`{default.replace(home, '~')}`" if default else "(empty)"
+        lines.append(f"| `{var}` | {shown} | {doc} |")
+    return "\n".join(lines)
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    print(to_json(settings))
+    print(settings_markdown() if args.markdown else to_json(settings))
     return 0
