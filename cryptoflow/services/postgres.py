@@ -103,7 +103,15 @@ def _as_owner() -> list[str]:
             "running as root, and there is no 'postgres' system user to run the embedded "
             "PostgreSQL as: install the postgresql package or run cryptoflow as a normal user"
         ) from e
-    return ["runuser", "-u", "postgres", "--"]
+    runuser = shutil.which("runuser") or next(
+        (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None
+    )
+    if not runuser:
+        raise ServiceError(
+            "running as root, and `runuser` (util-linux) is missing to run PostgreSQL as the "
+            "'postgres' user: install util-linux or run cryptoflow as a normal user"
+        )
+    return [runuser, "-u", "postgres", "--"]
 
 
 def _check_traversable(path: Path) -> None:
