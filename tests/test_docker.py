@@ -3,12 +3,21 @@ services creates the pipeline's and Grafana's logins in the right group roles.""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import psycopg2
 import pytest
 from psycopg2.extensions import parse_dsn
 
+from cryptoflow.config import read_dotenv
 from cryptoflow.db import connect
 from cryptoflow.services import postgres
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dsn_for(admin: str, user: str, password: str) -> str:
@@ -61,3 +70,91 @@ def test_external_login_without_password_is_a_clear_error(settings, unique):
     )
     with pytest.raises(ServiceError, match=r"names user 'nopw_\w+' without a password"):
         postgres.ensure_external_logins(external)
+
+
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / "docker" / ".env.example"
+
+
+def compose_config() -> dict:
+    """The resolved compose model from a compose client that needs no engine: the
+    ``docker compose`` plugin when present, else Debian's ``docker-compose``."""
+    args = ["-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config"]
+    plugin = shutil.which("docker")
+    if (
+        plugin
+        and subprocess.run([plugin, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        proc = subprocess.run([plugin, "compose", *args, "--format", "json"], capture_output=True,
+                              text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+    legacy = shutil.which("docker-compose")
+    assert legacy, "no compose client: apt-get install docker-compose (see .ci/apt-packages.txt)"
+    proc = subprocess.run([legacy, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "is not set" not in proc.stderr, proc.stderr
+    # docker-compose is Python with PyYAML; its own interpreter turns the YAML into JSON.
+    interpreter = Path(legacy).read_text().splitlines()[0].removeprefix("#!").split()
+    to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
+    conv = subprocess.run([*interpreter, "-c", to_json], input=proc.stdout, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return json.loads(conv.stdout)
+
+
+def test_compose_file_validates_and_follows_the_rules():
+    model = compose_config()
+    services = model["services"]
+    assert set(services) == {"kafka", "postgres", "kafka-ui", "app", "dashboard", "grafana"}
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    assert services["postgres"]["image"].split(":")[0] == "postgres"
+    assert services["app"]["build"]["dockerfile"] == "docker/Dockerfile"
+    for name, svc in services.items():
+        assert "healthcheck" in svc, f"{name} has no health check"
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}: {cond}"
+        for port in svc.get("ports", []):
+            text = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
+            assert text.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+        command = " ".join(map(str, svc.get("command") or []))
+        assert "sleep" not in command, f"{name} waits with sleep"
+    # Named volumes for Kafka, Postgres, the lake and the checkpoints.
+    assert {"kafka-data", "postgres-data", "lake", "checkpoints"} <= set(model["volumes"])
+    mounts = {svc: [str(v) for v in s.get("volumes", [])] for svc, s in services.items()}
+    assert any("/data/lake" in m for m in mounts["app"])
+    assert any("/data/checkpoints" in m for m in mounts["app"])
+    env = services["app"]["environment"]
+    assert env["CRYPTOFLOW_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["CRYPTOFLOW_POSTGRES_DSN"].startswith("postgresql://cryptoflow_app:")
+    assert "@postgres:5432/" in env["CRYPTOFLOW_POSTGRES_READER_DSN"]
+    # Every credential comes from the env file, none is written into the compose file.
+    assert "change-me" not in COMPOSE.read_text()
+    assert "change-me" in json.dumps(env)
+
+
+def test_env_example_names_every_variable_the_compose_file_needs():
+    needed = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
+    example = read_dotenv(ENV_EXAMPLE)
+    assert needed <= set(example), needed - set(example)
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_dockerfile_installs_like_setup_does():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "uv sync --frozen" in dockerfile
+    assert "cryptoflow setup --jars-only" in dockerfile
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert "cryptoflow setup\n" in entrypoint and 'exec cryptoflow "$@"' in entrypoint
+
+
+def test_setup_jars_only_stops_after_the_jar_steps():
+    from cryptoflow.cli.setup import _steps
+    from tests.conftest import make_settings
+
+    settings = make_settings(Path("/nonexistent-data-dir"))
+    external = settings.replace(kafka_bootstrap_servers="kafka:9092")
+    assert [name for name, _ in _steps(external, jars_only=True)] == [
+        "java", "python dependencies", "spark jars",
+    ]  # fmt: skip
+    assert [name for name, _ in _steps(settings, jars_only=True)][-1] == "kafka jars"
