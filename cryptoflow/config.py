@@ -157,6 +157,18 @@ class Settings:
     )
     dq_max_price: int = _env("Prices above this are absurd and dropped", 1_000_000_000)
     dq_max_quantity: int = _env("Quantities above this are absurd and dropped", 1_000_000_000)
+    # --- Operations (pipelines/ops: history, query, replay, checkpoints, maintain, status)
+    time_travel_retention_hours: int = _env(
+        "Time-travel window of the Delta tables: `maintain` never vacuums files younger than "
+        "this and sets delta.deletedFileRetentionDuration / delta.logRetentionDuration to it",
+        168,
+    )
+    maintain_retries: int = _env(
+        "Attempts of a compaction that lost a race with a concurrent commit before it gives up",
+        5,
+    )
+    status_refresh_seconds: int = _env("Seconds between refreshes of `cryptoflow status`", 3)
+    status_batches: int = _env("Recent micro-batches per job shown by `cryptoflow status`", 5)
     # --- Dashboard (`cryptoflow dashboard`, the built-in live page)
     dashboard_host: str = _env("Interface the live page binds (loopback by default)", "127.0.0.1")
     dashboard_port: int = _env("Port of the live page", 8050)
