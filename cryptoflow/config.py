@@ -133,6 +133,9 @@ class Settings:
     )
     rest_historical_trades_weight: int = _env("Weight of one historicalTrades request", 25)
     gaps_topic: str = _env("Topic recording gap outcomes; default <kafka_topic>.gaps", "")
+    gap_probe_idle_s: int = _env(
+        "Ask REST for newer trades of a symbol quiet this long (finds gaps at a feed's end)", 30
+    )
     resume_scan_messages: int = _env(
         "How far back (messages per partition) ingestion looks for the last trade ids on start",
         200_000,
@@ -218,6 +221,15 @@ class Settings:
         if self.source == "sim":
             return f"http://{self.sim_host}:{self.sim_port}"
         return BINANCE_ENDPOINTS[self.binance_endpoint][1]
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as ``CRYPTOFLOW_*`` variables, for child processes of this one."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            env[PREFIX + f.name.upper()] = text
+        return env
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

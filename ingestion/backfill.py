@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from cryptoflow.config import Settings
 from ingestion.frames import rest_trade_frame
-from ingestion.gaps import Gap
+from ingestion.gaps import Gap, GapTracker
 from ingestion.producer import FrameProducer
 from ingestion.rest import BinanceRest, RestError
 from ingestion.status import IngestStats
@@ -79,17 +79,22 @@ def fill_gap(gap: Gap, rest: BinanceRest, publish, outcome: GapOutcome | None = 
 
 
 class Backfiller:
-    """A worker thread that fills gaps in the order they were found."""
+    """A worker thread that fills gaps in the order they were found, and probes REST for
+    trades newer than the last frame of a quiet symbol (a gap at the end of a feed, e.g.
+    trades made while the connection was down, shows no later id on the stream)."""
 
-    def __init__(self, settings: Settings, producer: FrameProducer, stats: IngestStats) -> None:
+    def __init__(
+        self, settings: Settings, producer: FrameProducer, stats: IngestStats, tracker: GapTracker
+    ) -> None:
         self.settings = settings
+        self.tracker = tracker
         self.producer = producer
         self.stats = stats
         self.stop = threading.Event()
         self.rest = BinanceRest(settings, self.stop)
         self.topic = settings.kafka_topic
         self.gaps_topic = gaps_topic(settings)
-        self._queue: queue.Queue[tuple[Gap, int] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Gap | str, int] | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="backfill", daemon=True)
@@ -97,15 +102,25 @@ class Backfiller:
 
     def submit(self, gap: Gap) -> None:
         """Queue a gap (called on the reader's thread; returns at once)."""
-        self.stats.add("gaps_found")
-        self.stats.add("ids_missing", gap.size)
-        self.stats.add("gaps_open")
-        with self._idle:
-            self._pending += 1
+        self._count_gap(gap)
         log.info(
             "gap symbol=%s first=%d last=%d missing=%d", gap.symbol, gap.first, gap.last, gap.size
         )
-        self._queue.put((gap, int(time.time() * 1000)))
+        self._enqueue(gap)
+
+    def probe(self, symbol: str) -> None:
+        """Queue a REST look for trades of ``symbol`` newer than the last one seen."""
+        self._enqueue(symbol)
+
+    def _count_gap(self, gap: Gap) -> None:
+        self.stats.add("gaps_found")
+        self.stats.add("ids_missing", gap.size)
+        self.stats.add("gaps_open")
+
+    def _enqueue(self, item: Gap | str) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put((item, int(time.time() * 1000)))
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every submitted gap was handled; False on timeout."""
@@ -134,6 +149,14 @@ class Backfiller:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             gap, detected_ms = item
+            if isinstance(gap, str):  # a probe: it may turn into a gap
+                try:
+                    gap = self._probe(gap)
+                finally:
+                    if gap is None:
+                        self._done()
+                if gap is None:
+                    continue
             outcome = GapOutcome(
                 gap.symbol, gap.first, gap.last, gap.size, detected_at_ms=detected_ms
             )
@@ -150,9 +173,34 @@ class Backfiller:
             finally:
                 self._record(outcome)
                 self.stats.add("gaps_open", -1)
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                self._done()
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def _probe(self, symbol: str) -> Gap | None:
+        last = self.tracker.last.get(symbol)
+        if last is None or self.stop.is_set():
+            return None
+        try:
+            page = self.rest.historical_trades(symbol, last + 1, 1000)
+        except RestError as e:
+            log.warning("probe symbol=%s failed: %s", symbol, e)
+            return None
+        newest = max((int(t["id"]) for t in page), default=None)
+        gap = self.tracker.claim_after(symbol, newest) if newest is not None else None
+        if gap is not None:
+            self._count_gap(gap)
+            log.info(
+                "gap (probe) symbol=%s first=%d last=%d missing=%d",
+                symbol,
+                gap.first,
+                gap.last,
+                gap.size,
+            )
+        return gap
 
     def _record(self, out: GapOutcome) -> None:
         out.finished_at_ms = int(time.time() * 1000)

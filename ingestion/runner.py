@@ -80,12 +80,15 @@ def run_ingestion(
     stop_event: threading.Event | None = None,
     csv_paths: Sequence[Path] = (),
     speed: float | None = None,
+    stats: IngestStats | None = None,
 ) -> IngestStats:
     """Ingest from ``settings.source`` into ``settings.kafka_topic`` until ``stop_event`` is
-    set (or, for CSV, the files are replayed). Flushes the producer before returning."""
+    set (or, for CSV, the files are replayed). Flushes the producer before returning.
+
+    Pass ``stats`` to watch the counters while it runs (e.g. from another thread)."""
     stop_event = stop_event or threading.Event()
     kafka.ensure_topic(settings)
-    stats = IngestStats()
+    stats = stats if stats is not None else IngestStats()
     producer = FrameProducer(settings, stats)
     try:
         if settings.source == "csv":
@@ -104,8 +107,9 @@ def _run_stream(
 ) -> None:
     source = SOURCE_HEADER[settings.source]
     tracker = GapTracker(last_trade_ids(settings, (source, "backfill")))
-    stats.last_trade_id = tracker.last  # the status line shows the live dict
-    backfiller = Backfiller(settings, producer, stats)
+    stats.last_trade_id.update(tracker.last)
+    tracker.last = stats.last_trade_id  # one live dict: the status line shows the tracker's
+    backfiller = Backfiller(settings, producer, stats, tracker)
     ingestor = StreamIngestor(settings, producer, stats, tracker, backfiller)
     try:
         asyncio.run(_stream(settings, ingestor, producer, stats, stop_event))
@@ -126,7 +130,7 @@ async def _stream(
     log.info(
         "ingesting source=%s from %s into %s", settings.source, supervisor.url, settings.kafka_topic
     )
-    housekeeping = asyncio.create_task(_housekeeping(settings, producer, stats, stop_event, stop))
+    housekeeping = asyncio.create_task(_housekeeping(settings, ingestor, stats, stop_event, stop))
     try:
         await supervisor.run()
     finally:
@@ -136,19 +140,32 @@ async def _stream(
 
 async def _housekeeping(
     settings: Settings,
-    producer: FrameProducer,
+    ingestor: StreamIngestor,
     stats: IngestStats,
     stop_event: threading.Event,
     stop: asyncio.Event,
 ) -> None:
-    """Serve delivery reports, print the status line, and turn ``stop_event`` into ``stop``."""
+    """Serve delivery reports, print the status line, probe quiet symbols, and turn
+    ``stop_event`` into ``stop``."""
+    producer, tracker = ingestor.producer, ingestor.tracker
     status = StatusLine(stats)
-    next_status = time.monotonic() + settings.status_interval_s
+    started = time.monotonic()
+    next_status = started + settings.status_interval_s
+    probed: dict[str, float] = {}
     while not stop.is_set():
         if stop_event.is_set():
             stop.set()
             break
         producer.poll(0)
+        now = time.monotonic()
+        for symbol in settings.symbols:
+            idle = settings.gap_probe_idle_s
+            if (
+                tracker.quiet_for(symbol, started) >= idle
+                and now - probed.get(symbol, started) >= idle
+            ):
+                probed[symbol] = now
+                ingestor.backfiller.probe(symbol)
         if time.monotonic() >= next_status:
             log.info("status %s", status.line(producer.buffered))
             next_status += settings.status_interval_s
