@@ -103,3 +103,10 @@ def test_config_json_masks_secrets_and_lists_tables():
 def test_every_setting_is_documented():
     for var, _default, doc in settings_help():
         assert var.startswith("CRYPTOFLOW_") and doc
+
+
+def test_readme_settings_table_matches_the_code():
+    from scripts.sync_readme import README, synced
+
+    text = README.read_text()
+    assert synced(text) == text, "README settings table is stale: run scripts/sync_readme.py"

@@ -14,7 +14,7 @@ from cryptoflow.errors import CryptoflowError
 from cryptoflow.logs import setup_logging
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ("setup", "services", "config", "dashboard", "ingest", "simulate")
+COMMANDS = ("setup", "services", "config", "up", "dashboard", "ingest", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

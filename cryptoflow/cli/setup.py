@@ -93,11 +93,27 @@ def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[],
     return steps
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    steps = _steps(settings, jars_only=getattr(args, "jars_only", False))
+def run_steps(
+    settings: Settings,
+    jars_only: bool = False,
+    progress: Callable[[str], None] = print,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] = (),
+) -> None:
+    """Run the setup steps in order, one progress line each (``skip`` names steps to leave,
+    ``only``, when given, the steps to run)."""
+    steps = [
+        (name, step)
+        for name, step in _steps(settings, jars_only)
+        if name not in skip and (not only or name in only)
+    ]
     for i, (name, step) in enumerate(steps, 1):
         t0 = time.monotonic()
         detail = step()
-        print(f"[{i}/{len(steps)}] {name}: {detail} ({time.monotonic() - t0:.1f}s)", flush=True)
+        progress(f"[{i}/{len(steps)}] {name}: {detail} ({time.monotonic() - t0:.1f}s)")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    run_steps(settings, jars_only=args.jars_only, progress=lambda line: print(line, flush=True))
     print("setup complete")
     return 0

@@ -27,11 +27,13 @@ class ServiceStatus:
         return asdict(self)
 
 
-def up(s: Settings, progress: Progress = print) -> None:
-    """Start what is embedded and not running; idempotent."""
+def up(s: Settings, progress: Progress = print) -> list[str]:
+    """Start what is embedded and not running; idempotent. Returns the names it started."""
+    started_names: list[str] = []
     if s.embedded_kafka:
         t0 = time.monotonic()
         started = kafka.start(s)
+        started_names += ["kafka"] if started else []
         progress(
             f"kafka: {'started' if started else 'already running'} on {s.bootstrap_servers}"
             + (f" in {time.monotonic() - t0:.1f}s" if started else "")
@@ -41,6 +43,7 @@ def up(s: Settings, progress: Progress = print) -> None:
     if s.embedded_postgres:
         t0 = time.monotonic()
         started = postgres.start(s)
+        started_names += ["postgres"] if started else []
         progress(
             f"postgres: {'started' if started else 'already running'} on "
             f"127.0.0.1:{s.postgres_port}"
@@ -48,13 +51,16 @@ def up(s: Settings, progress: Progress = print) -> None:
         )
     else:
         progress(f"postgres: external at {mask_dsn(s.postgres_dsn)}, not started here")
+    return started_names
 
 
-def down(s: Settings, progress: Progress = print) -> None:
-    """Stop the embedded services; their data stays under the data dir."""
-    if s.embedded_postgres:
+def down(
+    s: Settings, progress: Progress = print, only: tuple[str, ...] = ("postgres", "kafka")
+) -> None:
+    """Stop the embedded services (``only`` those named); their data stays under the data dir."""
+    if s.embedded_postgres and "postgres" in only:
         progress(f"postgres: {'stopped' if postgres.stop(s) else 'was not running'}")
-    if s.embedded_kafka:
+    if s.embedded_kafka and "kafka" in only:
         progress(f"kafka: {'stopped' if kafka.stop(s) else 'was not running'}")
 
 

@@ -1,0 +1,95 @@
+"""``cryptoflow up``: the main job — services, ingestion and the three streaming jobs."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from cryptoflow.config import SOURCES, Settings
+from cryptoflow.errors import ConfigError
+from cryptoflow.supervisor import STAGES, UpOptions, run_pipeline
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "up",
+        help="run the whole pipeline: services, ingestion, bronze, silver, gold (the main job)",
+        description=(
+            "Start the embedded services (unless external ones are configured), apply the "
+            "schema, start ingestion from the chosen source (and the simulator with --source "
+            "sim) as child processes, and run the bronze, silver and gold streaming jobs in one "
+            "Spark application. A status line per stage every few seconds. Whatever fails is "
+            "restarted with backoff. Ctrl-C stops cleanly; running it again resumes from the "
+            "checkpoints. Against live Binance that cannot be reached it says so and keeps "
+            "retrying: it never switches to simulated data by itself."
+        ),
+        epilog="example: cryptoflow up --source sim --sim-rate 100",
+    )
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        help="where trades come from (default: CRYPTOFLOW_SOURCE, itself binance)",
+    )
+    p.add_argument(
+        "--csv", type=Path, action="append", default=[], metavar="PATH",
+        help="with --source csv: a Binance public-data trades file (.zip or .csv); repeatable",
+    )  # fmt: skip
+    p.add_argument("--speed", type=float, help="with --source csv: replay speed factor")
+    p.add_argument(
+        "--stages", default=",".join(STAGES),
+        help="comma-separated streaming jobs to run (default: bronze,silver,gold)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-ingest", action="store_true",
+        help="do not start ingestion (e.g. another process feeds the topic)",
+    )  # fmt: skip
+    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    sim = p.add_argument_group("simulator (with --source sim; see `cryptoflow simulate --help`)")
+    sim.add_argument("--sim-rate", type=float, help="mean trades per second over all symbols")
+    sim.add_argument("--sim-seed", type=int, help="seed of prices, sizes and timing")
+    sim.add_argument("--sim-max-trades", type=int, help="stop generating after N per symbol")
+    sim.add_argument("--sim-record", type=Path, help="JSON lines of every generated trade")
+    sim.add_argument("--sim-drop-every", type=float, help="drop connections every S seconds")
+    sim.add_argument("--sim-skip-ids", type=int, help="skip N ids on the stream now and then")
+    sim.add_argument("--sim-malformed-every", type=int, help="a malformed frame every N trades")
+    p.set_defaults(handler=run)
+
+
+_SIM_FLAGS = {
+    "sim_rate": "--rate", "sim_seed": "--seed", "sim_max_trades": "--max-trades",
+    "sim_record": "--record", "sim_drop_every": "--drop-every", "sim_skip_ids": "--skip-ids",
+    "sim_malformed_every": "--malformed-every",
+}  # fmt: skip
+
+
+def options_from_args(settings: Settings, args: argparse.Namespace) -> UpOptions:
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ConfigError(
+            f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}"
+        )
+    sim_args: list[str] = []
+    for attr, flag in _SIM_FLAGS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            sim_args += [flag, str(value)]
+    return UpOptions(
+        source=args.source or settings.source,
+        stages=stages,
+        ingest=not args.no_ingest,
+        csv_paths=args.csv,
+        speed=args.speed,
+        simulator_args=sim_args,
+        status_every_s=args.status_every,
+    )
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    options = options_from_args(settings, args)
+    if options.source == "csv" and options.ingest and not options.csv_paths:
+        raise ConfigError("--source csv needs at least one --csv PATH (a Binance trades file)")
+    stop = threading.Event()
+    run_pipeline(settings, options, stop, progress=lambda line: print(line, flush=True))
+    return 0
