@@ -210,22 +210,20 @@ async def _serve(settings: Settings, options: SimulatorOptions, status_every: fl
             "pick another --port or stop what uses it"
         ) from e
     try:
-        last_frames, last_trades = 0, 0
+        last_frames, last_trades, last_t = 0, 0, loop.time()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), status_every)
-            s = sim.stats()
+            s, now = sim.stats(), loop.time()
+            dt = max(now - last_t, 1e-9)
             log.info(
                 "status trades=%d trades/s=%.0f frames/s=%.0f skipped=%d malformed=%d "
                 "connections=%d last_ids=%s",
-                s["trades_generated"],
-                (s["trades_generated"] - last_trades) / status_every,
-                (s["frames_sent"] - last_frames) / status_every,
-                s["trades_skipped"],
-                s["malformed_sent"],
-                s["connections_open"],
+                s["trades_generated"], (s["trades_generated"] - last_trades) / dt,
+                (s["frames_sent"] - last_frames) / dt, s["trades_skipped"],
+                s["malformed_sent"], s["connections_open"],
                 ",".join(f"{k}:{v}" for k, v in s["last_trade_id"].items()),
-            )
-            last_frames, last_trades = s["frames_sent"], s["trades_generated"]
+            )  # fmt: skip
+            last_frames, last_trades, last_t = s["frames_sent"], s["trades_generated"], now
     finally:
         await sim.stop()

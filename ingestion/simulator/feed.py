@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from ingestion.simulator.frames import AggTrade, Trade, agg_payload, trade_payload
+from ingestion.simulator.frames import AGG_TEMPLATE, TRADE_TEMPLATE, AggTrade, Trade
 from ingestion.simulator.ids import IdStore
-from ingestion.simulator.market import Order, SymbolMarket, SymbolSpec
+from ingestion.simulator.market import OrderBlock, SymbolMarket, SymbolSpec, format_units
+
+_BOOL = ("false", "true")
+TEXT_CACHE_SIZE = 200_000
 
 
 class SymbolFeed:
-    """Trades of one symbol: ``take_due(elapsed_ms)`` returns those whose time has come."""
+    """Trades of one symbol: ``take_due(elapsed_ms, ...)`` appends those whose time has come.
+
+    Trades of one taker order share ``T``, ``E`` and ``m``; consecutive trades of an order at
+    the same price form one aggregate trade (``f``..``l``), as on Binance.
+    """
 
     def __init__(
         self,
         spec: SymbolSpec,
         trades_per_s: float,
-        seed: int | str | None,
+        seed: int,
         ids: IdStore,
         start_ms: int,
         max_trades: int | None = None,
@@ -26,7 +33,9 @@ class SymbolFeed:
         self.start_ms = start_ms
         self.max_trades = max_trades
         self.generated = 0
-        self._pending: Order = self.market.next_order()
+        self._block: OrderBlock = self.market.next_block()
+        self._order = 0  # next order of the block
+        self._text: dict[int, str] = {}  # 1e-8 units -> Binance string (prices and sizes repeat)
 
     @property
     def finished(self) -> bool:
@@ -34,42 +43,68 @@ class SymbolFeed:
 
     @property
     def next_offset_ms(self) -> float:
-        return self._pending.offset_ms
+        return self._block.offset_ms[self._order]
 
     def take_due(
         self, elapsed_ms: float, limit: int, trades: list[Trade], aggs: list[AggTrade]
     ) -> None:
-        """Append trades of orders due by ``elapsed_ms`` (at most about ``limit`` trades)."""
+        """Append trades of orders due by ``elapsed_ms``, stopping after about ``limit``."""
         symbol = self.symbol
         budget = limit
-        while not self.finished and budget > 0 and self._pending.offset_ms <= elapsed_ms:
-            order = self._pending
-            t = self.start_ms + int(order.offset_ms)
-            e = t + order.event_delay_ms
-            m = order.is_buyer_maker
-            agg_first = agg_price = agg_qty = None
-            for fill in order.fills:
-                if self.finished:
-                    break
-                trade_id = self.trade_ids.take()
-                payload = trade_payload(symbol, trade_id, fill.price, fill.qty, t, e, m)
-                trades.append(Trade(symbol, trade_id, fill.price, fill.qty, t, e, m, payload))
-                self.generated += 1
-                budget -= 1
-                if agg_price != fill.price:
-                    if agg_first is not None:
-                        aggs.append(self._agg(agg_first, agg_price, agg_qty, trade_id - 1, t, e, m))
-                    agg_first, agg_price, agg_qty = trade_id, fill.price, 0
-                agg_qty += fill.qty
-            if agg_first is not None:
-                aggs.append(self._agg(agg_first, agg_price, agg_qty, trades[-1].id, t, e, m))
-            self._pending = self.market.next_order()
+        if self.max_trades is not None:
+            budget = min(budget, self.max_trades - self.generated)
+        block, i = self._block, self._order
+        offsets, sells, delays, starts = (
+            block.offset_ms, block.is_buyer_maker, block.event_delay_ms, block.fill_start
+        )  # fmt: skip
+        prices, qtys = block.price, block.qty
+        take_trade_id, take_agg_id = self.trade_ids.take, self.agg_ids.take
+        text = self._text
+        if len(text) > TEXT_CACHE_SIZE:
+            text.clear()
+        made = 0
+        while made < budget and offsets[i] <= elapsed_ms:
+            t = self.start_ms + int(offsets[i])
+            e = t + delays[i]
+            m = sells[i]
+            m_text = _BOOL[m]
+            first_fill, end_fill = starts[i], min(starts[i + 1], starts[i] + budget - made)
+            agg_first = agg_price = agg_qty = 0
+            for f in range(first_fill, end_fill):
+                price, qty = prices[f], qtys[f]
+                trade_id = take_trade_id()
+                p_text = text.get(price) or text.setdefault(price, format_units(price))
+                q_text = text.get(qty) or text.setdefault(qty, format_units(qty))
+                payload = TRADE_TEMPLATE % (e, symbol, trade_id, p_text, q_text, t, m_text)
+                trades.append(Trade(symbol, trade_id, price, qty, t, e, m, payload))
+                if price != agg_price:
+                    if agg_first:
+                        aggs.append(self._agg(take_agg_id(), agg_first, agg_price, agg_qty,
+                                              trade_id - 1, t, e, m))  # fmt: skip
+                    agg_first, agg_price, agg_qty = trade_id, price, 0
+                agg_qty += qty
+            made += end_fill - first_fill
+            if agg_first:
+                aggs.append(self._agg(take_agg_id(), agg_first, agg_price, agg_qty,
+                                      trades[-1].id, t, e, m))  # fmt: skip
+            i += 1
+            if i == len(offsets):
+                block, i = self.market.next_block(), 0
+                self._block = block
+                offsets, sells, delays, starts = (
+                    block.offset_ms, block.is_buyer_maker, block.event_delay_ms, block.fill_start
+                )  # fmt: skip
+                prices, qtys = block.price, block.qty
+        self._order = i
+        self.generated += made
 
     def _agg(
-        self, first: int, price: int, qty: int, last: int, t: int, e: int, m: bool
+        self, agg_id: int, first: int, price: int, qty: int, last: int, t: int, e: int, m: bool
     ) -> AggTrade:
-        agg_id = self.agg_ids.take()
-        payload = agg_payload(self.symbol, agg_id, price, qty, first, last, t, e, m)
+        payload = AGG_TEMPLATE % (
+            e, self.symbol, agg_id, format_units(price), format_units(qty), first, last, t,
+            _BOOL[m],
+        )  # fmt: skip
         return AggTrade(self.symbol, agg_id, price, qty, first, last, t, e, m, payload)
 
     def release_ids(self) -> None:
