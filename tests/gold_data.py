@@ -49,11 +49,17 @@ def trade(symbol: str, trade_id: int, price: str, qty: str, trade_ms: int, m: bo
 
 
 def random_trades(
-    rng: random.Random, symbols: list[str], count: int, start_ms: int, span_ms: int
+    rng: random.Random,
+    symbols: list[str],
+    count: int,
+    start_ms: int,
+    span_ms: int,
+    first_id: int = 1,
 ) -> list[dict]:
-    """``count`` trades spread over ``[start_ms, start_ms + span_ms)`` with 8-place decimals."""
+    """``count`` trades spread over ``[start_ms, start_ms + span_ms)`` with 8-place decimals,
+    ids per symbol counting from ``first_id``."""
     out = []
-    next_id = dict.fromkeys(symbols, 1)
+    next_id = dict.fromkeys(symbols, first_id)
     for _ in range(count):
         s = rng.choice(symbols)
         price = Decimal(rng.randint(1, 9_000_000_000_000)) / Decimal(10**8)

@@ -158,7 +158,7 @@ def compare_metrics(
     problems += [f"unexpected window {k}" for k in sorted(have.keys() - want.keys())]
     for key in sorted(want.keys() & have.keys()):
         for column, value in want[key].items():
-            got = _utc(have[key].get(column))
+            got, value = _utc(have[key].get(column)), _utc(value)
             if column in DECIMAL_COLUMNS and got is not None and not isinstance(got, Decimal):
                 problems.append(f"{key} {column}: {got!r} is not a Decimal")
             elif got != value:
