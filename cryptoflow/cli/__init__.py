@@ -14,7 +14,21 @@ from cryptoflow.errors import CryptoflowError
 from cryptoflow.logs import setup_logging
 
 # Subcommand modules, in the order --help lists them.
-COMMANDS = ("setup", "services", "config", "up", "dashboard", "ingest", "simulate")
+COMMANDS = (
+    "setup",
+    "services",
+    "config",
+    "up",
+    "dashboard",
+    "ingest",
+    "simulate",
+    "status",
+    "checkpoints",
+    "history",
+    "query",
+    "replay",
+    "maintain",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

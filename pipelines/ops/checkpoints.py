@@ -174,3 +174,15 @@ def list_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     if root is not None and root.is_dir():
         names += sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in JOBS)
     return [read_checkpoint(name, settings.checkpoint_path(name)) for name in names]
+
+
+def job_io(settings: Settings, job: str) -> tuple[str, str]:
+    """(source, sink) a stage job's checkpoint belongs to: what each job.py passes to
+    ``ensure_checkpoint_owner`` (and what replay claims for the fresh checkpoint)."""
+    if job == "bronze":
+        return f"kafka:{settings.kafka_topic}", settings.table_path("bronze")
+    if job == "silver":
+        return settings.table_path("bronze"), settings.table_path("silver")
+    if job == "gold":
+        return settings.table_path("silver"), settings.table_path("gold")
+    raise ValueError(f"job_io: unknown job {job!r}")

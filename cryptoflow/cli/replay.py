@@ -1,0 +1,62 @@
+"""``cryptoflow replay``: rebuild silver from bronze or gold from silver."""
+
+from __future__ import annotations
+
+import argparse
+
+from cryptoflow.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="rebuild silver from bronze (or gold from silver) and re-mirror to PostgreSQL",
+        description=(
+            "Rebuild a stage with its own job code and a fresh checkpoint, in place: the "
+            "live checkpoint moves to <checkpoint>.replaced-<time>, the rows to recompute "
+            "are deleted (earlier versions stay reachable by time travel and RESTORE), the "
+            "job runs until it has caught up with its source, and PostgreSQL is made equal "
+            "to the rebuilt table. Stop the stage's job first; it later resumes from the "
+            "rebuilt checkpoint. Without --from-* everything is rebuilt."
+        ),
+    )
+    p.add_argument("stage", choices=("silver", "gold"), help="the stage to rebuild")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-version",
+        type=int,
+        metavar="N",
+        help="replay the source's commits from version N on (see `cryptoflow history`)",
+    )
+    start.add_argument(
+        "--from-timestamp",
+        metavar="T",
+        help="replay the source's commits made at or after T (UTC, ISO 8601)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the check that the stage's job is not running on this host",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptoflow.spark import get_spark
+    from pipelines.ops.batches import attach_recorder
+    from pipelines.ops.replay import replay
+
+    spark = get_spark(settings, f"cryptoflow-replay-{args.stage}")
+    attach_recorder(spark, settings)
+    r = replay(spark, settings, args.stage, args.from_version, args.from_timestamp, args.force)
+    origin = "the start" if r.from_version is None else f"version {r.from_version}"
+    print(
+        f"replayed {r.stage} from {origin}"
+        f": {r.rows_before} rows before, {r.rows_after} after, {r.batches} batches, "
+        f"PostgreSQL {r.pg_upserted} upserted / {r.pg_deleted} deleted, {r.seconds:.1f}s"
+    )
+    print(
+        f"undo: RESTORE to version {r.previous_version} of {r.stage}; old checkpoint: "
+        f"{r.checkpoint_moved_to or '(none)'}"
+    )
+    return 0

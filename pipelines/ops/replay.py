@@ -1,0 +1,346 @@
+"""Rebuild silver from bronze, or gold from silver, with the stage's own job code.
+
+How a rebuild swaps in (docs/operations.md): in place, with the live job stopped.
+1. refuse while the stage's job runs (its checkpoint owner file names a live process);
+2. move the live checkpoint aside to ``<checkpoint>.replaced-<UTC time>`` (kept for rollback);
+3. clear what will be recomputed with a Delta DELETE/MERGE (the previous rows stay
+   reachable by time travel and ``RESTORE``): everything for a full rebuild; for silver from
+   version N, the rows that came from bronze commits >= N; gold windows are recomputed
+   from silver whole, so a partial gold replay clears nothing;
+4. run the stage's job with a fresh checkpoint at the live path and an availableNow
+   trigger: ``start(available_now=True)`` for a full rebuild, its foreachBatch function on a
+   Delta stream from ``startingVersion`` N for a partial one. The live job later resumes
+   from this checkpoint, i.e. right after the rebuild;
+5. make PostgreSQL equal to the rebuilt table for the symbols (topics) involved: upsert
+   every row, delete rows that are no longer there, in one transaction (admin login).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from delta.tables import DeltaTable
+from psycopg2 import sql
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from cryptoflow.config import Settings
+from cryptoflow.db import connect
+from cryptoflow.errors import CryptoflowError
+from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.services.process import pid_alive
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, local_path, read_owner
+from pipelines.ops.tables import history, version_range
+from pipelines.serving import UpsertSpec, copy_upsert
+
+log = logging.getLogger(__name__)
+SOURCE_OF = {"silver": "bronze", "gold": "silver"}
+
+
+class ReplayError(CryptoflowError):
+    """A replay that cannot start safely (job running, bad version, missing table)."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    stage: str
+    from_version: int | None  # source version the rebuild started at (None: everything)
+    previous_version: int  # target version before the rebuild (RESTORE to undo)
+    rows_before: int
+    rows_after: int
+    batches: int
+    checkpoint_moved_to: str | None
+    pg_upserted: int
+    pg_deleted: int
+    seconds: float
+
+
+def resolve_start(
+    spark: SparkSession,
+    settings: Settings,
+    source: str,
+    from_version: int | None,
+    from_timestamp: str | None,
+) -> int | None:
+    """The source version to replay from (None: a full rebuild)."""
+    if from_version is not None and from_timestamp is not None:
+        raise ReplayError("give --from-version or --from-timestamp, not both")
+    if from_version is not None:
+        lo, hi = version_range(spark, settings, source)
+        if not lo <= from_version <= hi:
+            raise ReplayError(
+                f"version {from_version} is outside {source}'s history (versions {lo}..{hi}): "
+                f"see `cryptoflow history {source}`"
+            )
+        return from_version
+    if from_timestamp is not None:
+        when = datetime.fromisoformat(from_timestamp)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        later = [e.version for e in history(spark, settings, source) if _utc(e.timestamp) >= when]
+        if not later:
+            raise ReplayError(
+                f"no commit of {source} at or after {from_timestamp}: see "
+                f"`cryptoflow history {source}`"
+            )
+        return min(later)
+    return None
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC) if ts.tzinfo is None else ts  # naive = local, as PySpark returns
+
+
+def ensure_stopped(spark: SparkSession, settings: Settings, stage: str) -> None:
+    """Refuse while the stage's query runs here or in another live process on this host."""
+    if any(q.name == stage for q in spark.streams.active):
+        raise ReplayError(f"the {stage} query runs in this process: stop it, then replay")
+    owner = read_owner(settings.checkpoint_path(stage))
+    if (
+        owner is not None
+        and owner.pid != os.getpid()
+        and owner.host == socket.gethostname()
+        and pid_alive(owner.pid)
+    ):
+        raise ReplayError(
+            f"{stage} is running (pid {owner.pid}, started {owner.started_at}): stop it "
+            f"(Ctrl-C the `cryptoflow run` that runs it), then replay; --force skips this check"
+        )
+
+
+def move_checkpoint_aside(settings: Settings, stage: str) -> str | None:
+    checkpoint = settings.checkpoint_path(stage)
+    path = local_path(checkpoint)
+    if path is None:
+        raise ReplayError(f"replay needs a local checkpoint root; {checkpoint} is not local")
+    if not path.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    dest = path.with_name(f"{path.name}.replaced-{stamp}")
+    path.rename(dest)
+    log.info("replay checkpoint moved from=%s to=%s", path, dest)
+    return str(dest)
+
+
+def _delta(spark: SparkSession, settings: Settings, name: str) -> DeltaTable:
+    return DeltaTable.forPath(spark, settings.table_path(name))
+
+
+def _read(spark: SparkSession, settings: Settings, name: str, version: int | None = None):
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(settings.table_path(name))
+
+
+def clear_targets(spark: SparkSession, settings: Settings, stage: str, start: int | None) -> None:
+    """Remove what the replay recomputes (see the module doc)."""
+    full = start is None or start == 0
+    if stage == "gold":
+        if full:
+            _delta(spark, settings, "gold").delete()
+        return
+    if full:
+        _delta(spark, settings, "silver").delete()
+        _delta(spark, settings, "quarantine").delete()
+        return
+    keys = ["topic", "partition", "offset"]
+    added = (
+        _read(spark, settings, "bronze")
+        .select(*keys)
+        .join(_read(spark, settings, "bronze", start - 1).select(*keys), keys, "left_anti")
+    )
+    (
+        _delta(spark, settings, "silver")
+        .alias("t")
+        .merge(
+            added.alias("s"),
+            "t.kafka_partition = s.partition AND t.kafka_offset = s.offset",
+        )
+        .whenMatchedDelete()
+        .execute()
+    )
+    (
+        _delta(spark, settings, "quarantine")
+        .alias("t")
+        .merge(
+            added.alias("s"),
+            "t.topic = s.topic AND t.kafka_partition = s.partition AND t.kafka_offset = s.offset",
+        )
+        .whenMatchedDelete()
+        .execute()
+    )
+
+
+def _partial_query(
+    spark: SparkSession, settings: Settings, stage: str, start: int
+) -> StreamingQuery:
+    """The stage's own foreachBatch function over its source from ``startingVersion``."""
+    checkpoint = settings.checkpoint_path(stage)
+    reader = spark.readStream.format("delta").option("startingVersion", start)
+    if stage == "silver":
+        from expectations.rules import trade_rules, unique_key_rule
+        from pipelines.silver.batch import SilverBatch
+        from pipelines.silver.job import query_id_reader
+
+        source = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger).load(
+            settings.table_path("bronze")
+        )
+        handler = SilverBatch(
+            settings, trade_rules(settings), unique_key_rule(settings), query_id_reader(checkpoint)
+        )
+    else:
+        from pipelines.gold.job import GoldBatchWriter
+
+        source = (
+            reader.option("ignoreChanges", "true")
+            .load(settings.table_path("silver"))
+            .select("symbol", "trade_time")
+        )
+        handler = GoldBatchWriter(spark, settings)
+    return (
+        source.writeStream.queryName(stage)
+        .foreachBatch(handler)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
+
+
+def run_stage(spark: SparkSession, settings: Settings, stage: str, start: int | None) -> int:
+    """Run the stage until it has processed its source as it is now; returns batches run."""
+    ensure_checkpoint_owner(settings, stage, *job_io(settings, stage))
+    if start is None:
+        if stage == "silver":
+            from pipelines.silver.job import start as start_job
+        else:
+            from pipelines.gold.job import start as start_job
+        query = start_job(spark, settings, available_now=True)
+    else:
+        query = _partial_query(spark, settings, stage, start)
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise ReplayError(f"{stage} replay failed: {query.exception()}")
+    last = query.lastProgress
+    return int(last["batchId"]) + 1 if last else 0
+
+
+# ----- PostgreSQL
+
+
+def _specs(stage: str) -> list[tuple[UpsertSpec, str, str]]:
+    """(spec with update=True, Delta table, scope column) pairs the stage serves."""
+    if stage == "silver":
+        from pipelines.silver.mirror import QUARANTINE, RAW_TRADES
+
+        return [
+            (replace(RAW_TRADES, update=True), "silver", "symbol"),
+            (replace(QUARANTINE, update=True), "quarantine", "topic"),
+        ]
+    from pipelines.gold.job import METRICS_SPEC
+
+    return [(replace(METRICS_SPEC, update=True), "gold", "symbol")]
+
+
+def _scope(df: DataFrame, column: str) -> set[str]:
+    return {r[0] for r in df.select(column).distinct().collect() if r[0] is not None}
+
+
+def sync_postgres(
+    spark: SparkSession, settings: Settings, stage: str, versions_before: dict[str, int]
+) -> tuple[int, int]:
+    """Make the serving tables equal the rebuilt Delta rows for the symbols/topics involved
+    before (``versions_before``: table -> version) or after the rebuild. Returns (rows
+    upserted, rows deleted)."""
+    upserted = deleted = 0
+    conn = connect(admin_dsn(settings))  # DELETE is an operator's right, not the pipeline's
+    try:
+        with conn, conn.cursor() as cur:
+            for spec, table, scope_col in _specs(stage):
+                now = _read(spark, settings, table)
+                before = _read(spark, settings, table, versions_before[table])
+                scope = sorted(_scope(now, scope_col) | _scope(before, scope_col))
+                if not scope:
+                    continue
+                rows = now.where(F.col(scope_col).isin(scope)).select(*spec.columns)
+                upserted += copy_upsert(cur, spec, (tuple(r) for r in rows.toLocalIterator()))
+                # copy_upsert leaves this transaction's rows in its staging table.
+                same_key = sql.SQL(" AND ").join(
+                    sql.SQL("s.{0} = t.{0}").format(sql.Identifier(k)) for k in spec.key
+                )
+                cur.execute(
+                    sql.SQL(
+                        "DELETE FROM {target} t WHERE t.{scope} = ANY(%s) "
+                        "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {same_key})"
+                    ).format(
+                        target=sql.Identifier(spec.table),
+                        scope=sql.Identifier(scope_col),
+                        stage=sql.Identifier(f"_stage_{spec.table}"),
+                        same_key=same_key,
+                    ),
+                    (scope,),
+                )
+                deleted += cur.rowcount
+    finally:
+        conn.close()
+    return upserted, deleted
+
+
+def replay(
+    spark: SparkSession,
+    settings: Settings,
+    stage: str,
+    from_version: int | None = None,
+    from_timestamp: str | None = None,
+    force: bool = False,
+) -> ReplayResult:
+    """Rebuild ``stage`` (silver or gold) from its source; see the module doc."""
+    if stage not in SOURCE_OF:
+        raise ReplayError(f"cannot replay {stage!r}: replay rebuilds silver or gold")
+    started = time.monotonic()
+    source = SOURCE_OF[stage]
+    for name in (source, stage):
+        if not DeltaTable.isDeltaTable(spark, settings.table_path(name)):
+            raise ReplayError(f"table {name} does not exist at {settings.table_path(name)}")
+    start = resolve_start(spark, settings, source, from_version, from_timestamp)
+    if not force:
+        ensure_stopped(spark, settings, stage)
+    targets = ["silver", "quarantine"] if stage == "silver" else ["gold"]
+    versions_before = {t: version_range(spark, settings, t)[1] for t in targets}
+    previous = versions_before[stage]
+    rows_before = _read(spark, settings, stage).count()
+    moved = move_checkpoint_aside(settings, stage)
+    clear_targets(spark, settings, stage, start)
+    batches = run_stage(spark, settings, stage, start)
+    upserted, deleted = sync_postgres(spark, settings, stage, versions_before)
+    result = ReplayResult(
+        stage,
+        start,
+        previous,
+        rows_before,
+        _read(spark, settings, stage).count(),
+        batches,
+        moved,
+        upserted,
+        deleted,
+        time.monotonic() - started,
+    )
+    log.info(
+        "replay stage=%s from_version=%s previous_version=%d rows_before=%d rows_after=%d "
+        "batches=%d pg_upserted=%d pg_deleted=%d duration_s=%.1f",
+        stage,
+        "all" if start is None else start,
+        previous,
+        result.rows_before,
+        result.rows_after,
+        batches,
+        upserted,
+        deleted,
+        result.seconds,
+    )
+    return result

@@ -1,0 +1,88 @@
+"""``cryptoflow status``: services, checkpoints and recent micro-batches in one screen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptoflow.config import Settings
+from cryptoflow.db import connect
+from cryptoflow.errors import CryptoflowError
+from cryptoflow.services.postgres import reader_dsn
+from pipelines.ops.checkpoints import list_checkpoints
+from pipelines.ops.render import render
+
+BATCH_COLUMNS = (
+    "job",
+    "batch_id",
+    "input_rows",
+    "output_rows",
+    "quarantined",
+    "late",
+    "duration_ms",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "kafka_lag",
+    "recorded_at",
+)
+
+
+def recent_batches(settings: Settings, per_job: int) -> list[tuple[Any, ...]]:
+    """The newest ``per_job`` rows of each job in pipeline_batches (read-only login)."""
+    conn = connect(reader_dsn(settings))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT job, batch_id, input_rows, output_rows, quarantined, late, duration_ms,"
+                " latency_p50_ms, latency_p99_ms, kafka_lag, recorded_at FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY job ORDER BY recorded_at DESC,"
+                "  batch_id DESC) AS n FROM pipeline_batches) b"
+                " WHERE n <= %s ORDER BY job, recorded_at DESC, batch_id DESC",
+                (per_job,),
+            )
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def _age(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "-"
+    seconds = (now - ts).total_seconds()
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}min ago"
+
+
+def _number(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
+
+
+def snapshot(settings: Settings, services: Sequence[Any] | None = None) -> str:
+    """One screen of status text. ``services`` defaults to ``cryptoflow.services.status``."""
+    from cryptoflow import services as svc
+
+    now = datetime.now(UTC)
+    lines = [f"cryptoflow status  {now.isoformat(timespec='seconds')}", "", "services"]
+    for s in services if services is not None else svc.status(settings):
+        lines.append(f"  {s.name:<9} {'up' if s.ok else 'DOWN':<5} {s.mode:<9} {s.detail}")
+    lines += ["", "checkpoints"]
+    rows = [
+        (c.job, c.last_committed, _age(c.committed_at, now), " | ".join(c.positions) or "-")
+        for c in list_checkpoints(settings)
+        if c.exists or c.job in ("bronze", "silver", "gold")
+    ]
+    lines += [
+        "  " + line for line in render(("job", "batch", "committed", "position"), rows).splitlines()
+    ]
+    lines += ["", f"recent batches (newest {settings.status_batches} per job)"]
+    try:
+        batches = recent_batches(settings, settings.status_batches)
+    except CryptoflowError as e:
+        lines.append(f"  unavailable: {e}")
+        return "\n".join(lines)
+    if not batches:
+        lines.append("  none recorded yet (start the jobs: `cryptoflow up`)")
+        return "\n".join(lines)
+    shown = [tuple(_number(v) for v in row[:-1]) + (_age(row[-1], now),) for row in batches]
+    lines += ["  " + line for line in render(BATCH_COLUMNS, shown).splitlines()]
+    return "\n".join(lines)
