@@ -98,7 +98,7 @@ def run_ingestion(
             _run_stream(settings, producer, stats, stop_event)
     finally:
         left = producer.flush(FLUSH_TIMEOUT_S)
-        log.info("stopped %s undelivered=%d", StatusLine(stats).line(left), left)
+        log.info("stopped %s undelivered=%d", StatusLine(stats).line(left, whole_run=True), left)
     return stats
 
 

@@ -15,7 +15,7 @@ class IngestStats:
     guards the few read-modify-write updates made from other threads (backfill, status).
     """
 
-    frames: int = 0  # frames received (all sources, including invalid and backfill)
+    frames: int = 0  # frames produced to the raw topic (received, invalid, backfilled)
     invalid: int = 0  # frames flagged cryptoflow.invalid
     duplicates: int = 0  # trades whose id was <= the last id seen for the symbol
     gaps_found: int = 0
@@ -45,9 +45,12 @@ class StatusLine:
         self._last_frames = 0
         self._last_time = time.monotonic()
 
-    def line(self, buffered: int = 0) -> str:
+    def line(self, buffered: int = 0, whole_run: bool = False) -> str:
+        """The status; ``frames/s`` since the previous line, or over the run if ``whole_run``."""
         s = self.stats
         now = time.monotonic()
+        if whole_run:
+            self._last_frames, self._last_time = 0, s.started
         rate = (s.frames - self._last_frames) / max(now - self._last_time, 1e-6)
         self._last_frames, self._last_time = s.frames, now
         ids = " ".join(f"{k}={v}" for k, v in sorted(s.last_trade_id.items())) or "-"

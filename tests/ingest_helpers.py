@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+import urllib.request
 import uuid
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cryptoflow.config import Settings
-from ingestion.frames import INVALID_HEADER
+from cryptoflow.services import kafka
+from ingestion.frames import INVALID_HEADER, rest_trade_frame
+from ingestion.producer import FrameProducer
+from ingestion.runner import run_ingestion
+from ingestion.simulator.record import read_record
+from ingestion.status import IngestStats
+from tests.conftest import wait_until
 
 
 @dataclass(frozen=True)
@@ -114,3 +124,95 @@ def write_trade_file(
     else:
         path.write_text(text)
     return path
+
+
+class IngestThread:
+    """``run_ingestion`` in a background thread, like ``cryptoflow up`` runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self.stats = IngestStats()  # live counters
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            run_ingestion(self.settings, stop_event=self.stop, stats=self.stats)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    def finish(self, timeout: float = 90) -> IngestStats:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "ingestion did not stop"
+        if self.error:
+            raise self.error
+        return self.stats
+
+    def caught_up(self, want: set[tuple[str, int]]) -> bool:
+        """The last recorded id of every symbol was seen and no gap is being filled."""
+        last: dict[str, int] = {}
+        for sym, tid in want:
+            last[sym] = max(tid, last.get(sym, tid))
+        st = self.stats
+        if self.error:
+            raise self.error
+        return st.gaps_open == 0 and all(st.last_trade_id.get(k) == v for k, v in last.items())
+
+
+@contextlib.contextmanager
+def ingesting(settings: Settings) -> Iterator[IngestThread]:
+    t = IngestThread(settings)
+    t.thread.start()
+    try:
+        yield t
+    finally:
+        if t.thread.is_alive():
+            t.stop.set()
+            t.thread.join(90)
+
+
+def recorded_ids(path: Path) -> set[tuple[str, int]]:
+    return {(r["s"], r["t"]) for r in read_record(path)}
+
+
+def _first_trade(url: str) -> dict | None:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        page = json.loads(r.read())
+    return page[0] if page else None
+
+
+def seed_resume_point(handle, s: Settings) -> set[tuple[str, int]]:
+    """Produce, per symbol, a frame with the id just before the simulator's first trade, as if
+    an earlier ingestion run had stopped there: the run under test must then resume and
+    backfill every trade the simulator made, including those before it connected."""
+    seeded = set()
+    stats = IngestStats()
+    producer = FrameProducer(s, stats)
+    kafka.ensure_topic(s)
+    for symbol in s.symbols:
+        url = f"{handle.rest_url}/api/v3/historicalTrades?symbol={symbol}&fromId=0&limit=1"
+        first = wait_until(lambda u=url: _first_trade(u), 30, what=f"a {symbol} trade")
+        frame = rest_trade_frame(symbol, {**first, "id": first["id"] - 1})
+        producer.produce_blocking(
+            s.kafka_topic,
+            symbol.encode(),
+            frame,
+            int(time.time() * 1000),
+            [("source", b"simulator"), ("connection", b"seed")],
+        )
+        seeded.add((symbol, first["id"] - 1))
+    assert producer.flush(30) == 0
+    return seeded
+
+
+def client(handle, settings: Settings, unique: str, **overrides) -> Settings:
+    values = dict(
+        kafka_topic=f"ingest-{unique}",
+        ws_backoff_initial_ms=100,
+        ws_backoff_max_ms=1000,
+        status_interval_s=1,
+    )
+    values.update(overrides)
+    return handle.client_settings(settings).replace(**values)
