@@ -39,7 +39,7 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
         "spark.driver.extraJavaOptions": (
-            f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC"
+            f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC -Xss4m"
         ),
     }
 

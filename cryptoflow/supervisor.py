@@ -277,8 +277,8 @@ def status_lines(children: Sequence[ChildProcess], runners: Sequence[StageRunner
     lines = []
     for child in children:
         alive = child.proc is not None and child.proc.poll() is None
-        detail = child.last_line("frames/s") if child.name == "ingest" else ""
-        detail = detail.split(" ", 4)[-1] if detail else ""
+        detail = child.last_line("frames/s=") if child.name == "ingest" else ""
+        detail = detail[detail.find("frames/s=") :] if detail else ""
         lines.append(f"{child.name}: {'running' if alive else 'down'} {detail}".rstrip())
     lines.extend(r.status() for r in runners)
     return lines
