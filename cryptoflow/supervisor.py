@@ -8,6 +8,8 @@ backoff; Ctrl-C stops everything cleanly and a rerun resumes from the checkpoint
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import logging
 import os
@@ -33,6 +35,12 @@ def backoff(failures: int, base: float = 2.0) -> float:
     return min(MAX_BACKOFF_S, base * 2 ** max(0, failures - 1))
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the supervisor dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class ChildProcess:
     """A command kept running: restarted with backoff when it exits while not stopping."""
@@ -50,7 +58,7 @@ class ChildProcess:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )  # fmt: skip
         log.info("%s started pid=%d log=%s", self.name, self.proc.pid, self.log_path)
 
@@ -213,7 +221,7 @@ def run_pipeline(
     started_services = prepare(settings, progress)
     logs = settings.data_dir.resolve() / "logs"
     children: list[ChildProcess] = []
-    if options.source == "sim":
+    if options.source == "sim" and options.ingest:
         children.append(
             ChildProcess(
                 "simulator",
