@@ -344,7 +344,7 @@ def test_python_binance_client_talks_to_the_simulator_unchanged(sim_settings):
     from binance import AsyncClient, BinanceSocketManager
     from binance.client import Client
 
-    opts = SimulatorOptions(port=0, seed=3, rate=600, max_trades=1500)
+    opts = SimulatorOptions(port=0, seed=3, rate=5000, max_trades=1500)
     with run_simulator_in_thread(sim_settings, opts) as sim:
         wait_until(lambda: sim.finished, 30, what="the simulated trades")
 

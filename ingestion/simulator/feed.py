@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingestion.simulator.frames import AGG_TEMPLATE, TRADE_TEMPLATE, AggTrade, Trade
+from ingestion.simulator.frames import TRADE_TEMPLATE, AggTrade, Trade
 from ingestion.simulator.ids import IdStore
 from ingestion.simulator.market import OrderBlock, SymbolMarket, SymbolSpec, format_units
 
@@ -48,11 +48,11 @@ class SymbolFeed:
     def take_due(
         self, elapsed_ms: float, limit: int, trades: list[Trade], aggs: list[AggTrade]
     ) -> None:
-        """Append trades of orders due by ``elapsed_ms``, stopping after about ``limit``."""
+        """Append trades of orders due by ``elapsed_ms``; whole orders, until about ``limit``
+        trades (only ``max_trades`` cuts an order short, so the output never depends on
+        how the clock split the work)."""
         symbol = self.symbol
-        budget = limit
-        if self.max_trades is not None:
-            budget = min(budget, self.max_trades - self.generated)
+        remaining = float("inf") if self.max_trades is None else self.max_trades - self.generated
         block, i = self._block, self._order
         offsets, sells, delays, starts = (
             block.offset_ms, block.is_buyer_maker, block.event_delay_ms, block.fill_start
@@ -62,31 +62,34 @@ class SymbolFeed:
         text = self._text
         if len(text) > TEXT_CACHE_SIZE:
             text.clear()
+        new, append = tuple.__new__, trades.append
         made = 0
-        while made < budget and offsets[i] <= elapsed_ms:
+        while made < limit and made < remaining and offsets[i] <= elapsed_ms:
             t = self.start_ms + int(offsets[i])
             e = t + delays[i]
             m = sells[i]
             m_text = _BOOL[m]
-            first_fill, end_fill = starts[i], min(starts[i + 1], starts[i] + budget - made)
-            agg_first = agg_price = agg_qty = 0
+            first_fill, end_fill = starts[i], min(starts[i + 1], starts[i] + remaining - made)
+            agg_first = agg_price = agg_qty = prev_id = 0
             for f in range(first_fill, end_fill):
                 price, qty = prices[f], qtys[f]
                 trade_id = take_trade_id()
                 p_text = text.get(price) or text.setdefault(price, format_units(price))
                 q_text = text.get(qty) or text.setdefault(qty, format_units(qty))
                 payload = TRADE_TEMPLATE % (e, symbol, trade_id, p_text, q_text, t, m_text)
-                trades.append(Trade(symbol, trade_id, price, qty, t, e, m, payload))
+                append(new(Trade, (symbol, trade_id, price, qty, t, e, m, payload)))
                 if price != agg_price:
                     if agg_first:
                         aggs.append(self._agg(take_agg_id(), agg_first, agg_price, agg_qty,
-                                              trade_id - 1, t, e, m))  # fmt: skip
+                                              prev_id, t, e, m))  # fmt: skip
                     agg_first, agg_price, agg_qty = trade_id, price, 0
                 agg_qty += qty
+                prev_id = trade_id
             made += end_fill - first_fill
             if agg_first:
-                aggs.append(self._agg(take_agg_id(), agg_first, agg_price, agg_qty,
-                                      trades[-1].id, t, e, m))  # fmt: skip
+                aggs.append(
+                    self._agg(take_agg_id(), agg_first, agg_price, agg_qty, prev_id, t, e, m)
+                )
             i += 1
             if i == len(offsets):
                 block, i = self.market.next_block(), 0
@@ -101,11 +104,7 @@ class SymbolFeed:
     def _agg(
         self, agg_id: int, first: int, price: int, qty: int, last: int, t: int, e: int, m: bool
     ) -> AggTrade:
-        payload = AGG_TEMPLATE % (
-            e, self.symbol, agg_id, format_units(price), format_units(qty), first, last, t,
-            _BOOL[m],
-        )  # fmt: skip
-        return AggTrade(self.symbol, agg_id, price, qty, first, last, t, e, m, payload)
+        return tuple.__new__(AggTrade, (self.symbol, agg_id, price, qty, first, last, t, e, m))
 
     def release_ids(self) -> None:
         """Give back reserved but unused ids (clean stop)."""

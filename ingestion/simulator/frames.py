@@ -9,6 +9,7 @@ number of connections without going through the websockets library per message.
 from __future__ import annotations
 
 import json
+import struct
 from typing import NamedTuple
 
 from ingestion.simulator.market import format_units
@@ -28,7 +29,8 @@ class Trade(NamedTuple):
 
 
 class AggTrade(NamedTuple):
-    """Trades of one taker order at one price, as Binance aggregates them."""
+    """Trades of one taker order at one price, as Binance aggregates them. The payload is
+    built on demand: most runs never stream ``@aggTrade``."""
 
     symbol: str
     id: int
@@ -39,7 +41,13 @@ class AggTrade(NamedTuple):
     time: int
     event_time: int
     is_buyer_maker: bool
-    payload: str
+
+    @property
+    def payload(self) -> str:
+        return agg_payload(
+            self.symbol, self.id, self.price, self.qty, self.first_id, self.last_id,
+            self.time, self.event_time, self.is_buyer_maker,
+        )  # fmt: skip
 
 
 TRADE_TEMPLATE = '{"e":"trade","E":%d,"s":"%s","t":%d,"p":"%s","q":"%s","T":%d,"m":%s,"M":true}'
@@ -86,10 +94,33 @@ def text_frame(data: bytes) -> bytes:
     """An unmasked, final WebSocket text frame (RFC 6455 5.2) carrying ``data``."""
     n = len(data)
     if n < 126:
-        return bytes((0x81, n)) + data
+        return _SHORT(0x81, n) + data
     if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + data
-    return b"\x81\x7f" + n.to_bytes(8, "big") + data
+        return _MEDIUM(0x81, 126, n) + data
+    return _LONG(0x81, 127, n) + data
+
+
+_SHORT = struct.Struct(">BB").pack
+_MEDIUM = struct.Struct(">BBH").pack
+_LONG = struct.Struct(">BBQ").pack
+
+
+def encode_frames(events: list[tuple[str, str]], is_combined: bool) -> list[bytes]:
+    """WebSocket frames of ``(stream, payload)`` events, wrapped when ``is_combined``."""
+    out = []
+    append = out.append
+    if is_combined:
+        prefixes: dict[str, str] = {}
+        for stream, payload in events:
+            prefix = prefixes.get(stream) or prefixes.setdefault(
+                stream, f'{{"stream":"{stream}","data":'
+            )
+            data = (prefix + payload + "}").encode()
+            append(text_frame(data))
+    else:
+        for _, payload in events:
+            append(text_frame(payload.encode()))
+    return out
 
 
 def server_shutdown(event_time: int, is_combined: bool) -> str:

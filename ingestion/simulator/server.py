@@ -97,6 +97,7 @@ class Simulator:
         self.recorder = Recorder(self.options.record) if self.options.record else None
         self.connections: set[SimConnection] = set()
         self.feeds: list[SymbolFeed] = []
+        self._trade_streams = {s.symbol: s.symbol.lower() + "@trade" for s in self.specs}
         self.finished = asyncio.Event()
         self.port = 0
         self.started_at = 0.0
@@ -196,34 +197,58 @@ class Simulator:
         for symbol, rows in by_symbol_agg.items():
             self.aggs[symbol].extend(rows)
         self.counters["trades_generated"] += len(trades)
-        events: list[tuple[str, str]] = []  # (stream, payload)
-        streamed = 0
-        for t in trades:
-            if self.skipper.skip(t.symbol, t.id):
-                continue
-            stream = t.symbol.lower() + "@trade"
-            events.append((stream, t.payload))
-            streamed += 1
-            kind = self.malformed.after_trade()
-            if kind:
-                events.append((stream, frames.malformed_payload(kind, t.symbol, t.event_time)))
+        if self.connections or self.skipper.run or self.malformed.every:
+            events = self._events(trades, aggs)  # faults advance without listeners too
+            if self.connections:
+                self._broadcast(events)
+        else:
+            self.counters["trades_streamed"] += len(trades)
+
+    def _events(
+        self, trades: list[frames.Trade], aggs: list[frames.AggTrade]
+    ) -> list[tuple[str, str]]:
+        """(stream, payload) to stream: trades minus skipped ids, plus malformed frames, plus
+        aggregate trades when someone listens to them."""
+        events: list[tuple[str, str]] = []
+        streams = self._trade_streams
+        if not self.skipper.run and not self.malformed.every:
+            events = [(streams[t.symbol], t.payload) for t in trades]
+            streamed = len(trades)
+        else:
+            streamed = 0
+            skip, after_trade = self.skipper.skip, self.malformed.after_trade
+            for t in trades:
+                if skip(t.symbol, t.id):
+                    continue
+                stream = streams[t.symbol]
+                events.append((stream, t.payload))
+                streamed += 1
+                kind = after_trade()
+                if kind:
+                    events.append((stream, frames.malformed_payload(kind, t.symbol, t.event_time)))
         self.counters["trades_streamed"] += streamed
-        for a in aggs:
-            events.append((a.symbol.lower() + "@aggTrade", a.payload))
-        self._broadcast(events)
+        if aggs and any(s.endswith("@aggTrade") for c in self.connections for s in c.subs.streams):
+            events += [(a.symbol.lower() + "@aggTrade", a.payload) for a in aggs]
+        return events
 
     def _broadcast(self, events: list[tuple[str, str]]) -> None:
-        if not events or not self.connections:
+        if not events:
             return
         encoded: dict[bool, list[bytes]] = {}
+        present = {stream for stream, _ in events}
         for conn in list(self.connections):
             if not conn.is_open or not conn.subs.streams:
                 continue
             combined = conn.subs.combined
             if combined not in encoded:
-                encoded[combined] = [_encode(s, p, combined) for s, p in events]
+                encoded[combined] = frames.encode_frames(events, combined)
             subs = set(conn.subs.streams)
-            chunk = [f for (s, _), f in zip(events, encoded[combined], strict=True) if s in subs]
+            if present <= subs:  # the common case: it listens to everything in the batch
+                chunk = encoded[combined]
+            else:
+                chunk = [
+                    f for (s, _), f in zip(events, encoded[combined], strict=True) if s in subs
+                ]
             if chunk:
                 self._write(conn, b"".join(chunk), len(chunk))
 
@@ -335,11 +360,6 @@ class Simulator:
             "last_trade_id": {s: h.rows[-1].id for s, h in self.trades.items() if h.rows},
             "finished": self.finished.is_set(),
         }
-
-
-def _encode(stream: str, payload: str, combined: bool) -> bytes:
-    text = frames.combined(stream, payload) if combined else payload
-    return frames.text_frame(text.encode())
 
 
 def _dumps(reply: dict) -> str:
