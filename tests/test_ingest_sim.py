@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import logging
 
 import pytest
 
 from ingestion.resume import murmur2_partition
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.runner import run_simulator_in_thread
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.ingest_helpers import (
     client,
     ingesting,
@@ -22,13 +23,21 @@ from tests.ingest_helpers import (
 pytestmark = pytest.mark.integration
 
 
+def live_frames(ing) -> int:
+    return ing.stats.frames - ing.stats.ids_filled
+
+
+def recorded_upto(record, last_ids: dict[str, int]) -> set[tuple[str, int]]:
+    """Recorded trades up to the last id ingestion saw per symbol (the simulator runs on)."""
+    return {(sym, t) for sym, t in recorded_ids(record) if t <= last_ids[sym]}
+
+
 def test_drops_skips_and_shutdown_lose_nothing(settings, unique, tmp_path):
     record = tmp_path / "record.jsonl"
-    opts = SimulatorOptions(
+    opts = SimulatorOptions(  # runs until stopped, whatever the machine's load
         port=0,
         seed=7,
         rate=150,
-        max_trades=500,
         record=record,
         drop_every=1.5,
         skip_ids=4,
@@ -40,13 +49,16 @@ def test_drops_skips_and_shutdown_lose_nothing(settings, unique, tmp_path):
         s = client(sim, settings, unique, ws_rotate_overlap_s=1, gap_probe_idle_s=2)
         seeded = seed_resume_point(sim, s)
         with ingesting(s) as ing:
-            wait_until(lambda: ing.stats.frames > 200, 60, what="some live frames")
+            wait_until(lambda: live_frames(ing) > 200, 60, what="some live frames")
             sim.announce_shutdown()
-            wait_until(lambda: sim.finished, 120, what="the simulator to finish")
-            want = recorded_ids(record)
-            wait_until(lambda: ing.caught_up(want), 60, what="ingestion to see the last trades")
-        stats = ing.finish()
+            wait_until(
+                lambda: ing.stats.reconnects >= 4 and live_frames(ing) > 700,
+                90,
+                what="several drops",
+            )
+        stats = ing.finish()  # fills the gaps found so far, flushes
         sim_stats = sim.stats()
+        want = recorded_upto(record, stats.last_trade_id)
 
     records = read_topic(s, s.kafka_topic)
     got = [k for k in trade_ids(records) if k not in seeded]
@@ -70,3 +82,109 @@ def test_drops_skips_and_shutdown_lose_nothing(settings, unique, tmp_path):
     assert set(reasons) <= {"invalid JSON", "not a trade", "missing field t"}, reasons
     assert {r.headers["source"] for r in records} == {b"simulator", b"backfill"}
     assert all(r.partition == murmur2_partition(r.key, 3) for r in records)
+
+
+def test_malformed_frames_are_flagged_and_pings_answered(settings, unique, tmp_path):
+    record = tmp_path / "record.jsonl"
+    opts = SimulatorOptions(  # pings every 0.5 s; no pong within 2 s would drop the client
+        port=0,
+        seed=3,
+        rate=100,
+        record=record,
+        malformed_every=5,
+        ping_interval=0.5,
+        pong_timeout=2.0,
+    )
+    with run_simulator_in_thread(settings, opts) as sim:
+        s = client(sim, settings, unique, gap_probe_idle_s=2)
+        seeded = seed_resume_point(sim, s)
+        with ingesting(s) as ing:
+            wait_until(lambda: live_frames(ing) > 400, 60, what="live frames for 4+ s")
+        stats = ing.finish()
+        sim_stats = sim.stats()
+        want = recorded_upto(record, stats.last_trade_id)
+    records = read_topic(s, s.kafka_topic)
+    assert {k for k in trade_ids(records) if k not in seeded} == want
+    flagged = [r for r in records if r.invalid]
+    live = [r for r in records if r.headers["source"] == b"simulator" and not r.invalid]
+    # one malformed frame follows every 5th streamed trade; all of those we were sent arrived
+    assert len(flagged) == stats.invalid > 10
+    assert abs(len(flagged) - len(live) // 5) <= 1, (len(flagged), len(live))
+    assert {r.invalid for r in flagged} == {
+        "invalid JSON",
+        "not a trade: e=simulatorNoise",
+        "missing field t",
+    }
+    assert {r.key for r in flagged} <= set(k.encode() for k in s.symbols)
+    assert all(r.headers["source"] == b"simulator" for r in flagged)
+    # the client kept running on one connection: no reconnect, no pong timeout
+    assert stats.reconnects == 0 and sim_stats["connections_total"] == 1
+
+
+def test_rotation_overlaps_connections_and_counts_duplicates(settings, unique, tmp_path):
+    record = tmp_path / "record.jsonl"
+    opts = SimulatorOptions(port=0, seed=4, rate=120, record=record)
+    with run_simulator_in_thread(settings, opts) as sim:
+        s = client(
+            sim, settings, unique, ws_rotate_after_s=1, ws_rotate_overlap_s=1, gap_probe_idle_s=2
+        )
+        seeded = seed_resume_point(sim, s)
+        with ingesting(s) as ing:
+            wait_until(
+                lambda: ing.stats.reconnects >= 3 and ing.stats.duplicates > 0,
+                60,
+                what="overlapping rotations",
+            )
+        stats = ing.finish()
+        sim_stats = sim.stats()
+        want = recorded_upto(record, stats.last_trade_id)
+    got = [k for k in trade_ids(read_topic(s, s.kafka_topic)) if k not in seeded]
+    assert set(got) == want
+    assert stats.reconnects >= 2 and sim_stats["connections_total"] >= 3
+    assert len(got) - len(set(got)) == stats.duplicates > 0  # the overlaps' duplicates
+
+
+def test_stalled_connection_is_replaced(settings, unique):
+    opts = SimulatorOptions(port=0, seed=5, rate=0.2)  # one trade per 5 s: a stall at 1 s
+    with run_simulator_in_thread(settings, opts) as sim:
+        s = client(sim, settings, unique, ws_stall_timeout_s=1)
+        with ingesting(s) as ing:
+            wait_until(lambda: ing.stats.reconnects >= 2, 30, what="stall reconnects")
+        ing.finish()
+        assert sim.stats()["connections_total"] >= 2
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_unreachable_exchange_is_reported_and_retried(settings, unique):
+    port = free_port()  # nothing listens here
+    s = settings.replace(
+        source="binance",
+        kafka_topic=f"ingest-down-{unique}",
+        binance_ws_url=f"ws://127.0.0.1:{port}",
+        binance_rest_url=f"http://127.0.0.1:{port}",
+        ws_backoff_initial_ms=100,
+        ws_backoff_max_ms=400,
+    )
+    lines = _Lines()
+    logger = logging.getLogger("ingestion.connection")
+    logger.addHandler(lines)
+    try:
+        with ingesting(s) as ing:
+            wait_until(lambda: ing.stats.reconnects >= 3, 30, what="retries")
+            assert ing.thread.is_alive()
+        stats = ing.finish()
+    finally:
+        logger.removeHandler(lines)
+    assert stats.frames == 0
+    failures = [m for m in lines.lines if "cannot connect" in m]
+    assert len(failures) >= 3
+    assert f"ws://127.0.0.1:{port}/stream?streams=" in failures[0]
+    assert "reconnecting in" in failures[0] and "(attempt 1)" in failures[0]
