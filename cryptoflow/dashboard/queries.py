@@ -93,6 +93,37 @@ VIEWS: tuple[View, ...] = (
         unit="ms",
     ),
     View(
+        "pipeline",
+        "Pipeline health per micro-batch",
+        "pipeline_batches",
+        """SELECT s.panel, b.job, b.recorded_at, s.value
+           FROM pipeline_batches b
+           CROSS JOIN LATERAL (VALUES
+                (1, 'input rows per batch', b.input_rows::numeric),
+                (2, 'batch duration (ms)', b.duration_ms::numeric),
+                (3, 'kafka lag (records)', b.kafka_lag::numeric),
+                (4, 'output latency p99 (ms)', b.latency_p99_ms::numeric),
+                (5, 'quarantined rows per batch', b.quarantined::numeric))
+                AS s(step, panel, value)
+           WHERE b.recorded_at >= %(since)s
+           ORDER BY s.step, b.job, b.recorded_at""",
+    ),
+    View(
+        "dq",
+        "Data quality: latest validation runs",
+        "dq_results",
+        """SELECT to_char(started_at AT TIME ZONE 'UTC', 'HH24:MI:SS') AS started,
+                  suite, table_name, delta_version,
+                  CASE WHEN success THEN 'passed' ELSE 'FAILED' END AS result,
+                  rows_validated,
+                  expectations_failed || ' / ' || expectations_evaluated AS failed_expectations,
+                  duration_ms
+           FROM dq_results
+           ORDER BY started_at DESC
+           LIMIT 8""",
+        kind="table",
+    ),
+    View(
         "quarantine",
         "Quarantined rows per minute, by failed expectation",
         "quarantine",

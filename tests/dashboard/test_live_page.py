@@ -1,5 +1,5 @@
 """The built-in live page: shaping, the JSON API over real PostgreSQL, and the page itself
-driven in headless Chromium while the serving tables fill."""
+driven in headless Chromium during a short simulated pipeline run."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from cryptoflow.dashboard.queries import VIEWS
 from cryptoflow.services import postgres
 from tests.cdp import headless_page
 from tests.conftest import free_port, make_data_dir, wait_until
-from tests.serving_data import fill
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 
 
@@ -56,8 +55,7 @@ def _tables_present(settings) -> set[str]:
 
 
 @pytest.mark.integration
-def test_snapshot_reads_every_view_with_the_read_only_login(settings):
-    fill(postgres.pipeline_dsn(settings), window_s=settings.window_seconds)
+def test_snapshot_reads_every_view_with_the_read_only_login(settings, pipeline_run):
     source = Source(postgres.reader_dsn(settings), Window(15, settings.window_seconds))
     try:
         snap = source.snapshot()
@@ -74,6 +72,9 @@ def test_snapshot_reads_every_view_with_the_read_only_login(settings):
                                  "reason": f"table {v.table} does not exist yet"}  # fmt: skip
             continue
         assert got["available"], got
+        if v.kind == "table":
+            assert got["rows"], f"view {v.name} returned no rows"
+            continue
         points = [p for panel in got["panels"] for s in panel["series"] for p in s["points"]]
         assert points, f"view {v.name} returned no points"
     price = {p["panel"]: p for p in views["price"]["panels"]}
@@ -114,8 +115,7 @@ CHART_POINTS = """(() => Object.fromEntries([...document.querySelectorAll('secti
 
 
 @pytest.mark.integration
-def test_live_page_renders_charts_updates_and_has_no_console_errors(settings):
-    fill(postgres.pipeline_dsn(settings), window_s=settings.window_seconds)
+def test_live_page_renders_charts_updates_and_has_no_console_errors(settings, pipeline_run):
     port = free_port()
     server = _serve(settings, port)
     url = f"http://127.0.0.1:{port}/"
@@ -130,17 +130,21 @@ def test_live_page_renders_charts_updates_and_has_no_console_errors(settings):
                        60, what="the first render")  # fmt: skip
             present = _tables_present(settings)
             expected = [v.name for v in VIEWS if v.kind == "chart" and v.table in present]
+            tables = [v.name for v in VIEWS if v.kind == "table" and v.table in present]
             points = wait_until(
                 lambda: (p := page.evaluate(CHART_POINTS)) and all(p.get(n) for n in expected)
                 and p, 60, what=f"charts with data in {expected}",
             )  # fmt: skip
             assert len(page.evaluate("[...document.querySelectorAll('path.series')]")) >= 10
             assert points["price"] > 0 and points["latency"] > 0
+            for name in tables:
+                rows = page.evaluate(f"document.querySelector('#view-{name} table')?.dataset.rows")
+                assert int(rows or 0) > 0, f"table view {name} shows no rows"
 
             # While the pipeline writes, the page follows without a reload.
             first = page.evaluate("document.body.dataset.lastTrade")
             renders = page.evaluate("Number(document.body.dataset.renders)")
-            fill(postgres.pipeline_dsn(settings), window_s=settings.window_seconds)
+            pipeline_run.more()
             wait_until(lambda: page.evaluate("document.body.dataset.lastTrade") != first, 60,
                        what="the page to show the newer trades")  # fmt: skip
             assert page.evaluate("Number(document.body.dataset.renders)") > renders

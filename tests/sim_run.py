@@ -1,0 +1,94 @@
+"""A short simulated pipeline run for dashboard tests: ``cryptoflow up --source sim`` as a
+user starts it, on the session's services with its own topic, lake and checkpoints."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptoflow.config import PREFIX, Settings
+from cryptoflow.db import connect
+from cryptoflow.services import postgres
+from tests.conftest import free_port
+
+CLI = str(Path(sys.executable).parent / "cryptoflow")
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """This process's environment without CRYPTOFLOW_*, plus every setting of ``s``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    for f in fields(s):
+        value = getattr(s, f.name)
+        env[PREFIX + f.name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    return env
+
+
+class SimRun:
+    """``cryptoflow up --source sim`` in the background, stopped with Ctrl-C (SIGINT)."""
+
+    def __init__(self, settings: Settings, workdir: Path, rate: int = 20):
+        self.settings = settings.replace(
+            source="sim",
+            kafka_topic=f"dashboard.{workdir.name}",
+            lake_root=str(workdir / "lake"),
+            checkpoint_root=str(workdir / "checkpoints"),
+            sim_port=free_port(),
+        )
+        self.started_at = datetime.now(UTC)
+        self.log = workdir / "up.log"
+        argv = [CLI, "up", "--source", "sim", "--sim-rate", str(rate), "--sim-seed", "11",
+                "--sim-malformed-every", "25", "--status-every", "5"]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, cwd=workdir, env=settings_env(self.settings),
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        """Rows this run has mirrored so far, per serving table."""
+        since = self.started_at
+        with connect(postgres.admin_dsn(self.settings)) as conn, conn.cursor() as cur:
+            cur.execute(
+                """SELECT (SELECT count(*) FROM raw_trades WHERE mirrored_at >= %(s)s),
+                          (SELECT count(*) FROM metrics WHERE mirrored_at >= %(s)s),
+                          (SELECT count(*) FROM quarantine WHERE mirrored_at >= %(s)s)""",
+                {"s": since},
+            )
+            raw, metrics, quarantine = cur.fetchone()
+        conn.close()
+        return {"raw_trades": raw, "metrics": metrics, "quarantine": quarantine}
+
+    def wait_for_data(self, timeout: float = 300) -> dict[str, int]:
+        """Poll until raw_trades, metrics (a few windows) and quarantine hold rows of this run."""
+        deadline = time.monotonic() + timeout
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"cryptoflow up exited early:\n{self.tail()}")
+            counts = self.counts()
+            if counts["metrics"] >= 9 and all(counts.values()):
+                return counts
+            time.sleep(1)
+        raise AssertionError(
+            f"no serving rows of the simulated run after {timeout}s ({counts}):\n{self.tail()}"
+        )
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 90) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def more(self) -> None:
+        """Newer rows arrive by themselves while the run goes on."""
