@@ -90,6 +90,43 @@ async def receive_sansio(url: str, meter: Meter) -> tuple[int, float, int, int]:
                 return meter.result(now)
 
 
+async def receive_raw(url: str, meter: Meter) -> tuple[int, float, int, int]:
+    """Handshake with websockets, then count frames by walking their headers: what the
+    simulator delivers, with no client-library cost per frame."""
+    wsuri = parse_uri(url)
+    protocol = ClientProtocol(wsuri)
+    reader, writer = await asyncio.open_connection(wsuri.host, wsuri.port, limit=2**22)
+    protocol.send_request(protocol.connect())
+    for chunk in protocol.data_to_send():
+        writer.write(chunk)
+    head = await reader.readuntil(b"\r\n\r\n")  # the 101 response
+    assert head.startswith(b"HTTP/1.1 101"), head
+    buf = b""
+    while True:
+        data = await reader.read(2**20)
+        if not data:
+            raise ConnectionError("simulator closed the connection")
+        buf += data
+        now = time.monotonic()
+        pos, end = 0, len(buf)
+        while pos + 2 <= end:
+            n = buf[pos + 1] & 0x7F
+            hdr = 2 if n < 126 else 4 if n == 126 else 10
+            if pos + hdr > end:
+                break
+            if n == 126:
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            elif n == 127:
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if pos + hdr + n > end:
+                break
+            if buf[pos] == 0x81 and meter.add(buf[pos + hdr : pos + hdr + n], now):
+                writer.close()
+                return meter.result(now)
+            pos += hdr + n
+        buf = buf[pos:]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rate", type=float, default=100_000, help="simulator --rate (trades/s)")
@@ -97,10 +134,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2, help="seconds ignored at the start")
     ap.add_argument(
         "--client",
-        choices=("asyncio", "sansio"),
+        choices=("asyncio", "sansio", "raw"),
         default="sansio",
         help="asyncio: websockets' asyncio client, one recv() per frame; "
-        "sansio: websockets' protocol parser fed with whole socket reads (default)",
+        "sansio: websockets' protocol parser fed with whole socket reads (default); "
+        "raw: frames counted from their headers (the simulator's own throughput)",
     )
     args = ap.parse_args()
     data_dir = make_data_dir("cryptoflow-bench-")
@@ -111,7 +149,9 @@ def main() -> int:
     try:
         streams = "/".join(f"{s.lower()}@trade" for s in settings.symbols)
         url = f"{proc.ws_url}/stream?streams={streams}"
-        receive = receive_sansio if args.client == "sansio" else receive_asyncio
+        receive = {"sansio": receive_sansio, "asyncio": receive_asyncio, "raw": receive_raw}[
+            args.client
+        ]
         meter = Meter(args.seconds, args.warmup)
         frames, secs, size, regress = asyncio.run(receive(url, meter))
         stats = proc.stats()

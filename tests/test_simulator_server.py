@@ -77,7 +77,13 @@ def test_combined_and_raw_streams_carry_binance_payloads(sim_settings):
         async def scenario():
             url = f"{sim.ws_url}/stream?streams={STREAMS}/ethusdt@aggTrade"
             async with connect(url) as combined, connect(f"{sim.ws_url}/ws/btcusdt@trade") as raw:
-                return await receive(combined, 300), await receive(raw, 20)
+                got = []
+                for _ in range(300):
+                    got.append(await combined.recv())
+                    received_ms = int(time.time() * 1000)
+                    data = json.loads(got[-1])["data"]
+                    assert data["E"] <= received_ms  # events are never from the future
+                return got, await receive(raw, 20)
 
         combined, raw = run(scenario())
     by_stream: dict[str, list[dict]] = {}

@@ -43,7 +43,8 @@ class SymbolFeed:
 
     @property
     def next_offset_ms(self) -> float:
-        return self._block.offset_ms[self._order]
+        """When the next order is due: its event time ``E`` (never in the future when sent)."""
+        return self._block.offset_ms[self._order] + self._block.event_delay_ms[self._order]
 
     def take_due(
         self, elapsed_ms: float, limit: int, trades: list[Trade], aggs: list[AggTrade]
@@ -64,7 +65,7 @@ class SymbolFeed:
             text.clear()
         new, append = tuple.__new__, trades.append
         made = 0
-        while made < limit and made < remaining and offsets[i] <= elapsed_ms:
+        while made < limit and made < remaining and offsets[i] + delays[i] <= elapsed_ms:
             t = self.start_ms + int(offsets[i])
             e = t + delays[i]
             m = sells[i]

@@ -26,11 +26,11 @@ class Recorder:
 
 
 def read_record(path: Path) -> list[dict]:
-    """The trades of a record file (for tests and tools); skips a torn last line."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """The trades of a record file (for tests and tools).
+
+    A last line without its newline is being written right now and is left out; any other
+    line that is not JSON is an error.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    return [json.loads(line) for line in lines[:-1] if line]

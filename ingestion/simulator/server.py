@@ -39,7 +39,7 @@ from ingestion.simulator.rest import RestApi
 log = logging.getLogger("cryptoflow.simulator")
 
 MIN_TICK_S = 0.002  # shortest sleep of the market loop: batches frames at high rates
-MAX_TRADES_PER_TICK = 20_000  # then yield to the event loop even when behind
+MAX_TRADES_PER_TICK = 4_000  # then yield to the event loop (I/O, handshakes) when behind
 MAX_WRITE_BUFFER = 64 * 2**20  # a client this far behind is dropped as a slow consumer
 _time_of = attrgetter("time")
 
