@@ -128,6 +128,8 @@ def test_compose_file_validates_and_follows_the_rules():
     assert env["CRYPTOFLOW_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["CRYPTOFLOW_POSTGRES_DSN"].startswith("postgresql://cryptoflow_app:")
     assert "@postgres:5432/" in env["CRYPTOFLOW_POSTGRES_READER_DSN"]
+    # The live page holds the read-only login and nothing else.
+    assert set(services["dashboard"]["environment"]) == {"CRYPTOFLOW_POSTGRES_READER_DSN"}
     # Every credential comes from the env file, none is written into the compose file.
     assert "change-me" not in COMPOSE.read_text()
     assert "change-me" in json.dumps(env)
