@@ -354,9 +354,13 @@ def test_request_weight_header_and_429_with_retry_after(tmp_path):
     assert r3.status == 429 and body(r3)["code"] == -1003
     assert r3.headers["Retry-After"] == "50"
     assert api.handle("/api/v3/ping", "10.0.0.2").status == 200  # per IP
-    clock.t += 50  # next minute: the window resets
+    clock.t += 20  # did not wait for Retry-After: banned
+    r4 = api.handle("/api/v3/ping", "10.0.0.1")
+    assert r4.status == 418 and body(r4)["code"] == -1003 and r4.headers["Retry-After"] == "30"
+    assert "banned until" in body(r4)["msg"]
+    clock.t += 30  # next minute: the window resets
     assert api.handle("/api/v3/historicalTrades?symbol=BTCUSDT", "10.0.0.1").status == 200
-    assert WeightLimiter(10, FakeClock(0.0)).charge("ip", 11) == (0, 60)
+    assert WeightLimiter(10, FakeClock(0.0)).charge("ip", 11) == (429, 0, 60)
 
 
 # ----- faults and options

@@ -2,7 +2,8 @@
 
 Answers like ``api.binance.com``: same paths, parameters, field names and error JSON
 (``{"code":-1121,"msg":"Invalid symbol."}`` with HTTP 400), request weights reported in
-``X-MBX-USED-WEIGHT-1M`` and HTTP 429 + ``Retry-After`` beyond the per-minute weight limit.
+``X-MBX-USED-WEIGHT-1M``, HTTP 429 + ``Retry-After`` beyond the per-minute weight limit and
+418 (banned until the window ends) for a client that does not wait.
 """
 
 from __future__ import annotations
@@ -47,25 +48,27 @@ class ApiError(Exception):
 
 
 class WeightLimiter:
-    """Request weight per client IP in fixed one-minute windows, like Binance."""
+    """Request weight per client IP in fixed one-minute windows, like Binance: beyond the
+    limit a request gets 429; asking again before Retry-After has passed gets 418 (a ban)."""
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
         self.clock = clock
-        self._used: dict[str, tuple[int, int]] = {}  # ip -> (minute, weight)
+        self._used: dict[str, tuple[int, int, bool]] = {}  # ip -> (minute, weight, told off)
 
-    def charge(self, ip: str, weight: int) -> tuple[int, int | None]:
-        """Add ``weight``; returns (weight used this minute, Retry-After seconds or None)."""
+    def charge(self, ip: str, weight: int) -> tuple[int, int, int | None]:
+        """Add ``weight``; returns (HTTP status 200/429/418, weight used this minute,
+        Retry-After seconds when refused)."""
         now = self.clock()
         minute = int(now // 60)
-        window, used = self._used.get(ip, (minute, 0))
+        window, used, told = self._used.get(ip, (minute, 0, False))
         if window != minute:
-            used = 0
-        if used + weight > self.limit:
-            self._used[ip] = (minute, used)
-            return used, max(1, int(60 - now % 60 + 0.999))
-        self._used[ip] = (minute, used + weight)
-        return used + weight, None
+            used, told = 0, False
+        if told or used + weight > self.limit:
+            self._used[ip] = (minute, used, True)
+            return (418 if told else 429), used, max(1, int(60 - now % 60 + 0.999))
+        self._used[ip] = (minute, used + weight, told)
+        return 200, used + weight, None
 
 
 class RestApi:
@@ -88,6 +91,7 @@ class RestApi:
         self.extra = extra or {}  # non-Binance JSON endpoints, e.g. /sim/stats
         self.requests = 0
         self.rejected_429 = 0
+        self.rejected_418 = 0
 
     def handle(self, path: str, ip: str) -> RestResponse:
         self.requests += 1
@@ -99,17 +103,23 @@ class RestApi:
         weight = WEIGHTS.get(route)
         if weight is None:
             return _json(404, {"code": -1000, "msg": f"Unknown endpoint {route}."})
-        used, retry_after = self.limiter.charge(ip, weight)
+        status, used, retry_after = self.limiter.charge(ip, weight)
         headers = {"X-MBX-USED-WEIGHT-1M": str(used), "X-MBX-USED-WEIGHT": str(used)}
         if retry_after is not None:
-            self.rejected_429 += 1
-            msg = (
-                f"Too much request weight used; current limit is {self.limiter.limit} request "
-                "weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid "
-                "polling the API."
-            )
             headers["Retry-After"] = str(retry_after)
-            return _json(429, {"code": -1003, "msg": msg}, headers)
+            if status == 418:
+                self.rejected_418 += 1
+                until = int(self.clock() + retry_after) * 1000
+                msg = f"Way too much request weight used; IP banned until {until}. Please use "
+                msg += "WebSocket Streams for live updates to avoid bans."
+            else:
+                self.rejected_429 += 1
+                msg = (
+                    f"Too much request weight used; current limit is {self.limiter.limit} "
+                    "request weight per 1 MINUTE. Please use WebSocket Streams for live updates "
+                    "to avoid polling the API."
+                )
+            return _json(status, {"code": -1003, "msg": msg}, headers)
         try:
             body = getattr(self, "_" + route.rsplit("/", 1)[1])(query)
         except ApiError as e:

@@ -356,6 +356,7 @@ class Simulator:
             "slow_consumer_drops": c["slow_consumer_drops"],
             "rest_requests": self.rest.requests,
             "rest_rejected_429": self.rest.rejected_429,
+            "rest_rejected_418": self.rest.rejected_418,
             "generated_per_symbol": {f.symbol: f.generated for f in self.feeds},
             "last_trade_id": {s: h.rows[-1].id for s, h in self.trades.items() if h.rows},
             "finished": self.finished.is_set(),
