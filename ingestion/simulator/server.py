@@ -22,6 +22,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -45,15 +46,31 @@ _time_of = attrgetter("time")
 
 
 class SimConnection(ServerConnection):
-    """A client connection; with ``pong_delay`` its incoming frames are handled late."""
+    """A client connection that enforces Binance's incoming-message limit and, with
+    ``pong_delay``, handles incoming frames late."""
 
     pong_delay: float = 0.0
+    message_limit: int = 5  # per second: text, binary, ping and pong frames count, as on Binance
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.subs = control.Subscriptions(combined=True)
-        self.message_times: collections.deque[float] = collections.deque()
+        self.over_message_limit = False
+        self._message_times: collections.deque[float] = collections.deque()
         self._delayed: collections.deque[tuple[float, bytes]] = collections.deque()
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode in _COUNTED:
+            now = self.loop.time()
+            times = self._message_times
+            times.append(now)
+            while times[0] <= now - 1.0:
+                times.popleft()
+            if len(times) > self.message_limit and not self.over_message_limit:
+                self.over_message_limit = True
+                self.loop.create_task(self.close(1008, "Too many messages"))
+                return
+        super().process_event(event)
 
     def data_received(self, data: bytes) -> None:
         if self.pong_delay <= 0 or self.protocol.state is not State.OPEN:
@@ -73,6 +90,9 @@ class SimConnection(ServerConnection):
     @property
     def is_open(self) -> bool:
         return self.protocol.state is State.OPEN
+
+
+_COUNTED = (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)
 
 
 class Simulator:
@@ -109,6 +129,7 @@ class Simulator:
     async def start(self) -> None:
         opts = self.options
         SimConnection.pong_delay = opts.pong_delay
+        SimConnection.message_limit = opts.message_limit
         self._server = await serve(
             self._handle_ws,
             opts.host,
@@ -315,10 +336,6 @@ class Simulator:
         )
         try:
             async for message in conn:
-                if self._over_message_limit(conn, loop.time()):
-                    self.counters["message_limit_disconnects"] += 1
-                    await conn.close(1008, "Too many messages")
-                    break
                 reply = control.handle(message, conn.subs)
                 await conn.send(_dumps(reply))
         except ConnectionClosed:
@@ -326,13 +343,8 @@ class Simulator:
         finally:
             expiry.cancel()
             self.connections.discard(conn)
-
-    def _over_message_limit(self, conn: SimConnection, now: float) -> bool:
-        times = conn.message_times
-        times.append(now)
-        while times and times[0] <= now - 1.0:
-            times.popleft()
-        return len(times) > self.options.message_limit
+            if conn.over_message_limit:
+                self.counters["message_limit_disconnects"] += 1
 
     # ----- status
     def stats(self) -> dict[str, Any]:
