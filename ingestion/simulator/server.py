@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import http
 import json
 import logging
 import random
@@ -20,14 +19,12 @@ from operator import attrgetter
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from cryptoflow.config import Settings
 from ingestion.simulator import control, frames
+from ingestion.simulator.connection import SimConnection, http_response
 from ingestion.simulator.faults import IdSkipper, MalformedInjector
 from ingestion.simulator.feed import SymbolFeed
 from ingestion.simulator.history import History
@@ -43,56 +40,6 @@ MIN_TICK_S = 0.002  # shortest sleep of the market loop: batches frames at high 
 MAX_TRADES_PER_TICK = 4_000  # then yield to the event loop (I/O, handshakes) when behind
 MAX_WRITE_BUFFER = 64 * 2**20  # a client this far behind is dropped as a slow consumer
 _time_of = attrgetter("time")
-
-
-class SimConnection(ServerConnection):
-    """A client connection that enforces Binance's incoming-message limit and, with
-    ``pong_delay``, handles incoming frames late."""
-
-    pong_delay: float = 0.0
-    message_limit: int = 5  # per second: text, binary, ping and pong frames count, as on Binance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.subs = control.Subscriptions(combined=True)
-        self.over_message_limit = False
-        self._message_times: collections.deque[float] = collections.deque()
-        self._delayed: collections.deque[tuple[float, bytes]] = collections.deque()
-
-    def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode in _COUNTED:
-            now = self.loop.time()
-            times = self._message_times
-            times.append(now)
-            while times[0] <= now - 1.0:
-                times.popleft()
-            if len(times) > self.message_limit and not self.over_message_limit:
-                self.over_message_limit = True
-                self.loop.create_task(self.close(1008, "Too many messages"))
-                return
-        super().process_event(event)
-
-    def data_received(self, data: bytes) -> None:
-        if self.pong_delay <= 0 or self.protocol.state is not State.OPEN:
-            super().data_received(data)
-            return
-        self._delayed.append((self.loop.time() + self.pong_delay, data))
-        if len(self._delayed) == 1:
-            self.loop.call_later(self.pong_delay, self._drain_delayed)
-
-    def _drain_delayed(self) -> None:
-        now = self.loop.time()
-        while self._delayed and self._delayed[0][0] <= now + 1e-3:
-            super().data_received(self._delayed.popleft()[1])
-        if self._delayed:
-            self.loop.call_later(self._delayed[0][0] - now, self._drain_delayed)
-
-    @property
-    def is_open(self) -> bool:
-        return self.protocol.state is State.OPEN
-
-
-_COUNTED = (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)
 
 
 class Simulator:
@@ -317,11 +264,11 @@ class Simulator:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if control.streams_from_path(request.path) is None:
-                return _response(404, b'{"code":-1000,"msg":"Unknown stream endpoint."}', {})
+                return http_response(404, b'{"code":-1000,"msg":"Unknown stream endpoint."}', {})
             return None
         ip = conn.remote_address[0] if conn.remote_address else "?"
         r = self.rest.handle(request.path, ip)
-        return _response(r.status, r.body, r.headers)
+        return http_response(r.status, r.body, r.headers)
 
     async def _handle_ws(self, conn: SimConnection) -> None:
         combined, streams = control.streams_from_path(conn.request.path) or (False, [])
@@ -377,16 +324,6 @@ class Simulator:
 
 def _dumps(reply: dict) -> str:
     return json.dumps(reply, separators=(",", ":"))
-
-
-def _response(status: int, body: bytes, headers: dict[str, str]) -> Response:
-    h = Headers()
-    h["Content-Type"] = "application/json;charset=UTF-8"
-    h["Content-Length"] = str(len(body))
-    h["Connection"] = "close"
-    for k, v in headers.items():
-        h[k] = v
-    return Response(status, http.HTTPStatus(status).phrase, h, body)
 
 
 def _kv(stats: dict[str, Any]) -> str:
