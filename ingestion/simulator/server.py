@@ -75,8 +75,12 @@ class Simulator:
     # ----- lifecycle
     async def start(self) -> None:
         opts = self.options
-        SimConnection.pong_delay = opts.pong_delay
-        SimConnection.message_limit = opts.message_limit
+        # a subclass per simulator: two simulators in one process keep their own limits
+        connection_class = type(
+            "SimConnection",
+            (SimConnection,),
+            {"pong_delay": opts.pong_delay, "message_limit": opts.message_limit},
+        )
         self._server = await serve(
             self._handle_ws,
             opts.host,
@@ -86,7 +90,7 @@ class Simulator:
             ping_interval=opts.ping_interval,
             ping_timeout=opts.pong_timeout,
             max_size=2**16,
-            create_connection=SimConnection,
+            create_connection=connection_class,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         start_ms = int(time.time() * 1000)
