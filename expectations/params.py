@@ -3,9 +3,10 @@
 A suite file refers to a parameter either GE's way, as a whole kwarg value
 ``{"$PARAMETER": "max_price"}``, or as ``${max_price}`` inside an ``unexpected_rows_query``.
 Each parameter has a Python ``value`` (what a Great Expectations validation run receives) and
-a Spark SQL ``sql`` text (what the hot-path expressions embed). Time bounds relative to "now"
-are ``current_timestamp()`` in SQL, so a long-running stream never compares against a stale
-instant; in a validation run they are the instant of the run.
+a Spark SQL ``sql`` text (what the hot-path expressions embed). "Not in the future" is relative
+to the row's ``spark_time`` (the micro-batch's processing time) in SQL, so a long-running stream
+never compares against a stale instant and a replayed batch decides the same way; in a
+validation run it is the instant of the run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from typing import Any
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import ConfigError
-
-#: Window lengths (seconds) gold writes besides ``settings.window_seconds``.
-LONG_WINDOW_SECONDS = 60
+from pipelines.gold.transform import window_lengths
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,6 @@ def _min_time(s: Settings) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def window_lengths(s: Settings) -> list[int]:
-    """Window lengths (seconds) a gold row may have."""
-    return sorted({s.window_seconds, LONG_WINDOW_SECONDS})
-
-
 def suite_parameters(s: Settings, now: datetime | None = None) -> dict[str, Param]:
     """Every parameter the suites may reference, from ``s``; ``now`` fixes GE's time bounds."""
     for name in ("dq_future_tolerance_seconds", "dq_event_before_trade_ms", "dq_max_latency_ms"):
@@ -73,7 +67,7 @@ def suite_parameters(s: Settings, now: datetime | None = None) -> dict[str, Para
     now = now or datetime.now(UTC)
     future = s.dq_future_tolerance_seconds
     min_time = _min_time(s)
-    lengths = window_lengths(s)
+    lengths = list(window_lengths(s.window_seconds))
     return {
         "symbols": Param(list(s.symbols), ", ".join(sql_literal(x) for x in s.symbols)),
         "max_price": Param(s.dq_max_price, sql_literal(s.dq_max_price)),
@@ -81,7 +75,8 @@ def suite_parameters(s: Settings, now: datetime | None = None) -> dict[str, Para
         "min_trade_time": Param(min_time, sql_literal(min_time)),
         "max_trade_time": Param(
             now + timedelta(seconds=future),
-            f"current_timestamp() + make_dt_interval(0, 0, 0, {future})",
+            # The batch's processing time: a replayed batch decides the same way.
+            f"coalesce(spark_time, current_timestamp()) + make_dt_interval(0, 0, 0, {future})",
         ),
         "max_latency_ms": Param(s.dq_max_latency_ms, sql_literal(s.dq_max_latency_ms)),
         "event_before_trade_ms": Param(

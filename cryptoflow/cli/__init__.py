@@ -28,6 +28,8 @@ COMMANDS = (
     "query",
     "replay",
     "maintain",
+    "validate",
+    "dq",
 )
 
 
