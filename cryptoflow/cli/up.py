@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--sim-record", type=Path, help="JSON lines of every generated trade")
     sim.add_argument("--sim-drop-every", type=float, help="drop connections every S seconds")
     sim.add_argument("--sim-skip-ids", type=int, help="skip N ids on the stream now and then")
+    sim.add_argument("--sim-skip-every", type=int, help="streamed trades between two skips")
     sim.add_argument("--sim-malformed-every", type=int, help="a malformed frame every N trades")
     p.set_defaults(handler=run)
 
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _SIM_FLAGS = {
     "sim_rate": "--rate", "sim_seed": "--seed", "sim_max_trades": "--max-trades",
     "sim_record": "--record", "sim_drop_every": "--drop-every", "sim_skip_ids": "--skip-ids",
+    "sim_skip_every": "--skip-every",
     "sim_malformed_every": "--malformed-every",
 }  # fmt: skip
 
