@@ -110,3 +110,14 @@ def test_readme_settings_table_matches_the_code():
 
     text = README.read_text()
     assert synced(text) == text, "README settings table is stale: run scripts/sync_readme.py"
+
+
+def test_every_field_has_a_parsed_type_and_survives_to_env():
+    from dataclasses import fields
+
+    from cryptoflow.config import Settings
+
+    for f in fields(Settings):
+        assert f.type in {"int", "bool", "Path", "list[str]", "str"}, f"{f.name}: {f.type}"
+    s = load_settings(environ={"CRYPTOFLOW_SYMBOLS": "SOLUSDT"}, dotenv=None)
+    assert load_settings(environ=s.to_env(), dotenv=None) == s
