@@ -163,7 +163,7 @@ def start_simulator_process(
 ) -> SimulatorProcess:
     """Start ``cryptoflow simulate`` with ``options`` and return once it answers REST pings.
 
-    The child gets the settings it needs (data dir, host, port, symbols) as ``CRYPTOFLOW_*``
+    The child gets every setting (data dir, host, port, symbols...) as ``CRYPTOFLOW_*``
     environment variables; its log goes to ``<data_dir>/simulator/sim-<port>.log``.
     """
     opts = (options or SimulatorOptions()).resolve(settings)
@@ -172,13 +172,8 @@ def start_simulator_process(
             "start_simulator_process needs a concrete port (options.port or settings.sim_port)"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOFLOW_")}
-    env.update(
-        CRYPTOFLOW_DATA_DIR=str(settings.data_dir),
-        CRYPTOFLOW_SIM_HOST=opts.host,
-        CRYPTOFLOW_SIM_PORT=str(opts.port),
-        CRYPTOFLOW_SYMBOLS=",".join(opts.symbols),
-        CRYPTOFLOW_LOG_LEVEL=settings.log_level,
-    )
+    child = settings.replace(sim_host=opts.host, sim_port=opts.port, symbols=list(opts.symbols))
+    env.update(child.to_env())
     flags = SimulatorOptions(**{**opts.__dict__, "host": None, "port": None, "symbols": None})
     log_dir = Path(settings.data_dir) / "simulator"
     log_dir.mkdir(parents=True, exist_ok=True)
