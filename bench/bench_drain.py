@@ -1,0 +1,127 @@
+"""Benchmark: drain pre-produced trades through bronze -> silver -> gold -> Postgres.
+
+Produces ``--trades`` trade frames (combined-stream shape, three symbols, ids consecutive) into
+the raw topic of a private stack, then starts ``cryptoflow up --no-ingest`` and waits until
+Postgres ``raw_trades`` holds every trade and the short-window ``metrics`` rows count them all.
+Reports trades/s over the whole drain (Spark start-up included) and from the first to the last
+Postgres commit.
+
+    .venv/bin/python bench/bench_drain.py --trades 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import time
+
+from confluent_kafka import Producer
+from stack import MemorySampler, private_stack, save, service_pids
+
+from cryptoflow.db import connect
+from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.supervisor import child_env, cryptoflow_argv
+
+LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
+
+
+def produce(s, n: int, seed: int = 1) -> None:
+    """``n`` trades spread at 1,000 trades/s of trade time ending now."""
+    rng = random.Random(seed)
+    producer = Producer({
+        "bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 50, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
+    })  # fmt: skip
+    price = dict(LEVELS)
+    next_id = dict.fromkeys(LEVELS, 1)
+    t0 = int(time.time() * 1000) - n  # one trade per ms
+    symbols = list(LEVELS)
+    for i in range(n):
+        sym = symbols[i % 3]
+        price[sym] *= 1 + rng.gauss(0, 0.00005)
+        trade = {"e": "trade", "E": t0 + i + 2, "s": sym, "t": next_id[sym],
+                 "p": f"{price[sym]:.2f}", "q": f"{rng.lognormvariate(-4, 1.2):.5f}",
+                 "T": t0 + i, "m": rng.random() < 0.5, "M": True}  # fmt: skip
+        next_id[sym] += 1
+        value = json.dumps({"stream": f"{sym.lower()}@trade", "data": trade}).encode()
+        while True:
+            try:
+                producer.produce(s.kafka_topic, value, sym.encode(), timestamp=t0 + i + 80,
+                                 headers=[("source", b"simulator")])  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise SystemExit("bench: not every trade reached Kafka")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--trades", type=int, default=1_000_000)
+    ap.add_argument("--timeout", type=float, default=3600.0)
+    args = ap.parse_args()
+    with private_stack() as s:
+        t = time.monotonic()
+        produce(s, args.trades)
+        print(f"bench: produced {args.trades} trades in {time.monotonic() - t:.1f}s", flush=True)
+        log = s.data_dir / "up.log"
+        started = time.monotonic()
+        up = subprocess.Popen(
+            cryptoflow_argv("up", "--no-ingest", "--status-every", "10"),
+            env=child_env(s), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        sampler = MemorySampler(lambda: service_pids(s) | {up.pid})
+        sampler.start()
+        conn = connect(admin_dsn(s))
+        conn.autocommit = True
+        try:
+            while True:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM raw_trades")
+                    landed = cur.fetchone()[0]
+                    cur.execute(
+                        "SELECT coalesce(sum(trade_count), 0) FROM metrics "
+                        "WHERE window_end - window_start = make_interval(secs => %s)",
+                        (s.window_seconds,),
+                    )
+                    counted = int(cur.fetchone()[0])
+                if landed >= args.trades and counted >= args.trades:
+                    break
+                if up.poll() is not None or time.monotonic() - started > args.timeout:
+                    raise SystemExit(f"bench: stopped at {landed} trades; see {log}")
+                time.sleep(2)
+            total = time.monotonic() - started
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - "
+                    "min(pg_xact_commit_timestamp(xmin))) FROM raw_trades"
+                )
+                commit_span = float(cur.fetchone()[0])
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.wait(120)
+            sampler.stop()
+            conn.close()
+    result = {
+        "trades": args.trades,
+        "seconds_total": total,
+        "trades_per_s_total": args.trades / total,
+        "seconds_first_to_last_commit": commit_span,
+        "trades_per_s_steady": args.trades / commit_span if commit_span else None,
+        "peak_rss_mb": sampler.peak_kb / 1024,
+    }
+    print(
+        f"drained {args.trades} trades in {total:.0f}s: {result['trades_per_s_total']:.0f} "
+        f"trades/s including Spark start-up, {result['trades_per_s_steady'] or 0:.0f} trades/s "
+        f"from first to last raw_trades commit; peak memory {result['peak_rss_mb']:.0f} MB"
+    )
+    print(f"saved {save('drain', result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""A private stack for benchmarks: embedded Kafka + PostgreSQL in a temp data dir, free ports,
+schema applied; plus process-tree memory sampling. Nothing here is timed itself."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptoflow import db, services  # noqa: E402
+from cryptoflow.config import Settings, load_settings  # noqa: E402
+from cryptoflow.services import kafka, postgres  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_stack(**overrides) -> Iterator[Settings]:
+    """Services up in a throwaway data dir (kept with --keep via CRYPTOFLOW_BENCH_KEEP=1)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="cryptoflow-bench-"))
+    data_dir.chmod(0o755)
+    s = load_settings(
+        environ={}, dotenv=None, data_dir=data_dir, kafka_port=free_port(),
+        kafka_controller_port=free_port(), postgres_port=free_port(), sim_port=free_port(),
+        **overrides,
+    )  # fmt: skip
+    services.up(s, progress=lambda line: print(f"bench: {line}", flush=True))
+    try:
+        db.apply_migrations(postgres.admin_dsn(s))
+        postgres.ensure_login_roles(s)
+        kafka.ensure_topic(s)
+        yield s
+    finally:
+        services.down(s, progress=lambda _: None)
+        if not os.environ.get("CRYPTOFLOW_BENCH_KEEP"):
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size (shared pages split between sharers), else RSS."""
+    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+        try:
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1])
+        except OSError:
+            continue
+    return 0
+
+
+def _children(pids: set[int]) -> set[int]:
+    """``pids`` and all their descendants."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, grew = set(pids), True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree and p not in tree}
+        tree |= new
+        grew = bool(new)
+    return {p for p in tree if p in parent}
+
+
+def service_pids(s: Settings) -> set[int]:
+    """The embedded broker's and postmaster's pids."""
+    pids = set()
+    for f in (s.data_dir / "kafka" / "broker.pid", postgres.pgdata(s) / "postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.add(int(f.read_text().split()[0]))
+    return pids
+
+
+class MemorySampler(threading.Thread):
+    """Peak summed memory (PSS) of the process trees under ``roots()``, sampled every second."""
+
+    def __init__(self, roots, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.roots, self.interval = roots, interval
+        self.peak_kb, self.peak_detail = 0, {}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            detail = {}
+            for pid in _children(set(self.roots())):
+                detail[f"{pid} {_comm(pid)[:80]}"] = _pss_kb(pid)
+            total = sum(detail.values())
+            if total > self.peak_kb:
+                self.peak_kb, self.peak_detail = total, detail
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(5)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
