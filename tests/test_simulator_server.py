@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -354,16 +355,19 @@ def test_rest_endpoints_headers_and_rate_limit(sim_settings):
 
 
 def test_python_binance_client_talks_to_the_simulator_unchanged(sim_settings):
-    """Acceptance: a widely used third-party Binance library, only its base URL changed."""
+    """Acceptance: a widely used third-party Binance library, only its base URLs changed."""
     from binance import AsyncClient, BinanceSocketManager
     from binance.client import Client
 
-    opts = SimulatorOptions(port=0, seed=3, rate=5000, max_trades=1500)
-    with run_simulator_in_thread(sim_settings, opts) as sim:
-        wait_until(lambda: sim.finished, 30, what="the simulated trades")
+    with run_simulator_in_thread(sim_settings, SimulatorOptions(port=0, seed=3, rate=3000)) as sim:
+        enough = lambda: sim.stats()["generated_per_symbol"]["BTCUSDT"] >= 1200  # noqa: E731
+        wait_until(enough, 30, what="1200 BTCUSDT trades")
 
         class SimClient(Client):
             API_URL = f"{sim.rest_url}/api"
+
+        class SimSockets(BinanceSocketManager):
+            STREAM_URL = f"{sim.ws_url}/"
 
         client = SimClient(ping=True)
         assert abs(client.get_server_time()["serverTime"] - time.time() * 1000) < 5000
@@ -372,16 +376,21 @@ def test_python_binance_client_talks_to_the_simulator_unchanged(sim_settings):
         assert client.get_symbol_info("BTCUSDT")["filters"][0]["tickSize"] == "0.01000000"
         recent = client.get_recent_trades(symbol="BTCUSDT", limit=50)
         assert len(recent) == 50
-        older = client.get_historical_trades(
-            symbol="BTCUSDT", fromId=recent[0]["id"] - 100, limit=100
+        first = recent[0]["id"]
+        older = client.get_historical_trades(symbol="BTCUSDT", fromId=first - 1000, limit=1000)
+        assert [t["id"] for t in older] == list(range(first - 1000, first))
+        aggs = client.get_aggregate_trades(
+            symbol="BTCUSDT", startTime=older[0]["time"], endTime=older[-1]["time"], limit=1000
         )
-        assert [t["id"] for t in older] == list(range(recent[0]["id"] - 100, recent[0]["id"]))
-        assert [t["id"] for t in older][-1] + 1 == recent[0]["id"]
-        aggs = client.get_aggregate_trades(symbol="BTCUSDT", limit=10)
-        assert len(aggs) == 10 and aggs[-1]["l"] == recent[-1]["id"]
-
-        class SimSockets(BinanceSocketManager):
-            STREAM_URL = f"{sim.ws_url}/"
+        by_id = {t["id"]: t for t in older}
+        inside = [a for a in aggs if a["f"] in by_id and a["l"] in by_id]
+        assert len(inside) > 100
+        for a in inside:  # each aggregate is its trades at one price, time and side
+            members = [by_id[i] for i in range(a["f"], a["l"] + 1)]
+            assert {(m["price"], m["time"], m["isBuyerMaker"]) for m in members} == {
+                (a["p"], a["T"], a["m"])
+            }
+            assert sum(Decimal(m["qty"]) for m in members) == Decimal(a["q"])
 
         async def stream():
             aclient = AsyncClient()
@@ -391,11 +400,8 @@ def test_python_binance_client_talks_to_the_simulator_unchanged(sim_settings):
             finally:
                 await aclient.close_connection()
 
-    # the generator finished, so the socket test needs live trades: run a new simulator
-    with run_simulator_in_thread(sim_settings, SimulatorOptions(port=0, seed=3, rate=300)) as sim:
-        SimSockets.STREAM_URL = f"{sim.ws_url}/"
         msg = run(stream())
-    assert msg["e"] == "trade" and msg["s"] == "BTCUSDT"
+    assert msg["e"] == "trade" and msg["s"] == "BTCUSDT" and msg["t"] > first
 
 
 def shape(path: Path) -> dict[str, list[tuple]]:
