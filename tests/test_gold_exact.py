@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 
 from pipelines.gold.exact import round_half_even, sqrt_half_even
+from pipelines.gold.scope import MAX_RANGES, Scope
 from pipelines.gold.transform import finish, merge_ranges, window_dates
 from tests.metrics_oracle import compare_metrics, expected_metrics
 
@@ -161,3 +162,21 @@ def test_compare_reports_differences():
     assert len(problems) == 1 and "vwap" in problems[0]
     missing = tuple(rows[1][k] for k in ("symbol", "window_start", "window_end"))
     assert compare_metrics(rows, rows[:1]) == [f"missing window {missing}"]
+
+
+def test_scope_covers_touched_windows_and_nothing_else():
+    minute, sec = 60_000_000, 1_000_000
+    touched = {("AAA", 5, 10 * sec), ("AAA", 60, 0), ("BBB", 5, 5 * minute)}
+    scope = Scope.of(touched)
+    assert scope.symbols == ("AAA", "BBB")
+    assert scope.ranges == ((0, minute), (5 * minute, 5 * minute + 5 * sec))
+    assert scope.contains("AAA", 55 * sec, minute)
+    assert scope.contains("BBB", 0, 5 * sec)  # windows of every scoped symbol are rewritten
+    assert not scope.contains("AAA", 58 * sec, 65 * sec)  # straddles the range's end
+    assert not scope.contains("CCC", 0, 5 * sec)
+    assert not scope.contains("AAA", 5 * minute + 5 * sec, 5 * minute + 10 * sec)
+    predicate = scope.gold_predicate()
+    assert predicate.startswith("window_date IN (DATE'1970-01-01') AND symbol IN ('AAA', 'BBB')")
+    assert "window_end <= timestamp_micros(60000000)" in predicate
+    many = {("AAA", 5, i * minute) for i in range(MAX_RANGES + 1)}
+    assert Scope.of(many).ranges == ((0, MAX_RANGES * minute + 5 * sec),)

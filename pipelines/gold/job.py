@@ -2,7 +2,8 @@
 
 Each micro-batch of new silver rows only says which (symbol, window) pairs changed. Those
 windows are recomputed from the whole silver table (a read pruned by trade_date, symbol and
-time range), MERGEd into Delta gold and upserted into Postgres in one transaction. A late
+time range), rewritten in Delta gold in one commit (``replaceWhere`` over the batch's
+``Scope``) and upserted into Postgres in one transaction. A late
 trade (a gap backfill, a slow partition) therefore corrects its window whenever it arrives,
 and a replayed batch recomputes the same values: the job is idempotent and exact.
 
@@ -15,28 +16,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from functools import reduce
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import ServiceError
 from cryptoflow.services.postgres import pipeline_dsn
+from pipelines.gold.scope import Scope, Window
 from pipelines.gold.transform import (
     GOLD_SCHEMA,
     METRIC_COLUMNS,
     finish,
     from_micros,
-    merge_ranges,
-    window_dates,
     window_lengths,
     window_start_us,
     window_sums,
 )
+from pipelines.ops.batches import record_batch
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.serving import UpsertSpec, mirror
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 METRICS_SPEC = UpsertSpec(
     "metrics", METRIC_COLUMNS, ("symbol", "window_start", "window_end"), update=True
 )
-#: Above this many separate time ranges, the silver read uses one covering range instead.
-MAX_RANGES = 64
-Window = tuple[str, int, int]  # (symbol, window_seconds, window_start_us)
 
 
 def ensure_gold_table(spark: SparkSession, path: str) -> None:
@@ -60,23 +57,8 @@ def ensure_gold_table(spark: SparkSession, path: str) -> None:
     )
 
 
-def _in_ranges(ranges: Iterable[tuple[int, int]]) -> Column:
-    us = F.unix_micros("trade_time")
-    return reduce(lambda a, b: a | b, [(us >= F.lit(s)) & (us < F.lit(e)) for s, e in ranges])
-
-
-def silver_for(silver: DataFrame, windows: set[Window]) -> DataFrame:
-    """The silver rows that can belong to ``windows``: partition-pruned by trade_date, then
-    filtered by symbol and trade-time ranges (Delta skips files by their min/max stats)."""
-    ranges = merge_ranges((start, start + seconds * 1_000_000) for _, seconds, start in windows)
-    if len(ranges) > MAX_RANGES:
-        ranges = [(ranges[0][0], ranges[-1][1])]
-    symbols = sorted({symbol for symbol, _, _ in windows})
-    return silver.where(
-        F.col("trade_date").isin(window_dates(ranges))
-        & F.col("symbol").isin(symbols)
-        & _in_ranges(ranges)
-    )
+def _end_us(sums: Row) -> int:
+    return sums["window_start_us"] + sums["window_seconds"] * 1_000_000
 
 
 def _phase_ms(started: float, phases: dict[str, float]) -> str:
@@ -89,7 +71,8 @@ def _phase_ms(started: float, phases: dict[str, float]) -> str:
 
 
 class GoldBatchWriter:
-    """The foreachBatch function: recompute touched windows, MERGE to Delta, upsert to PG."""
+    """The foreachBatch function: recompute touched windows, rewrite them in Delta, upsert
+    them into Postgres."""
 
     def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark = spark
@@ -132,23 +115,25 @@ class GoldBatchWriter:
             log.info("gold batch=%d rows=0 windows=0", batch_id)
             return
         touched: set[Window] = {(r["symbol"], s, r[f"w{s}"]) for r in stats for s in self.lengths}
+        scope = Scope.of(touched)
         silver = self.spark.read.format("delta").load(self.silver_path)
-        sums = window_sums(silver_for(silver, touched), self.lengths).collect()
-        rows = [
-            finish(r.asDict())
-            for r in sums
-            if (r["symbol"], r["window_seconds"], r["window_start_us"]) in touched
+        sums = [
+            r
+            for r in window_sums(silver.where(scope.silver_filter()), self.lengths).collect()
+            if scope.contains(r["symbol"], r["window_start_us"], _end_us(r))
         ]
+        found = {(r["symbol"], r["window_seconds"], r["window_start_us"]) for r in sums}
+        rows = [finish(r.asDict()) for r in sums]
         phases["recompute"] = time.monotonic()
-        if len(rows) != len(touched):
+        if not touched <= found:
             log.warning(
-                "gold batch=%d windows_touched=%d windows_found_in_silver=%d",
+                "gold batch=%d windows_touched=%d not_found_in_silver=%d",
                 batch_id,
                 len(touched),
-                len(rows),
+                len(touched - found),
             )
-        self._merge(rows)
-        phases["merge"] = time.monotonic()
+        self._rewrite(rows, scope)
+        phases["delta"] = time.monotonic()
         changed = mirror(
             self.dsn,
             [(METRICS_SPEC, [tuple(r[c] for c in METRIC_COLUMNS) for r in rows])],
@@ -156,20 +141,23 @@ class GoldBatchWriter:
             what=f"gold batch {batch_id}",
         )
         phases["postgres"] = time.monotonic()
+        late_rows = sum(r["late"] for r in stats)
+        record_batch(self.settings, "gold", batch_id, late=late_rows, output_rows=len(rows))
         batch_max = max(r["max_us"] for r in stats)
         self.max_seen_us = max(batch_max, self.max_seen_us or batch_max)
         closed = sum(
             1
-            for r in rows
-            if watermark_us is not None and r["window_end"] <= from_micros(watermark_us)
+            for _, seconds, start in touched
+            if watermark_us is not None and start + seconds * 1_000_000 <= watermark_us
         )
         log.info(
-            "gold batch=%d rows=%d windows=%d late_rows=%d closed_windows_corrected=%d "
-            "watermark=%s pg_rows=%d duration_ms=%d (%s)",
+            "gold batch=%d rows=%d windows_touched=%d windows_written=%d late_rows=%d "
+            "closed_windows_corrected=%d watermark=%s pg_rows=%d duration_ms=%d (%s)",
             batch_id,
             sum(r["rows"] for r in stats),
+            len(touched),
             len(rows),
-            sum(r["late"] for r in stats),
+            late_rows,
             closed,
             "none" if watermark_us is None else from_micros(watermark_us).isoformat(),
             changed.get("metrics", 0),
@@ -177,28 +165,18 @@ class GoldBatchWriter:
             _phase_ms(started, phases),
         )
 
-    def _merge(self, rows: list[dict]) -> None:
-        """Upsert ``rows`` into Delta gold by (symbol, window_start, window_end)."""
+    def _rewrite(self, rows: list[dict], scope: Scope) -> None:
+        """Atomically replace the gold rows of ``scope`` by ``rows`` (one Delta commit)."""
         if not rows:
             return
-        source = self.spark.createDataFrame(
-            [tuple(r[f.name] for f in GOLD_SCHEMA.fields) for r in rows], schema=GOLD_SCHEMA
-        )
-        dates = sorted({r["window_date"] for r in rows})
-        condition = (
-            F.col("t.window_date").isin(dates)  # partition pruning of the target
-            & (F.col("t.window_date") == F.col("s.window_date"))
-            & (F.col("t.symbol") == F.col("s.symbol"))
-            & (F.col("t.window_start") == F.col("s.window_start"))
-            & (F.col("t.window_end") == F.col("s.window_end"))
-        )
         (
-            DeltaTable.forPath(self.spark, self.gold_path)
-            .alias("t")
-            .merge(source.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
+            self.spark.createDataFrame(
+                [tuple(r[f.name] for f in GOLD_SCHEMA.fields) for r in rows], schema=GOLD_SCHEMA
+            )
+            .write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", scope.gold_predicate())
+            .save(self.gold_path)
         )
 
 
@@ -211,6 +189,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool = False) 
             "(`cryptoflow run silver`, or `cryptoflow run all`)"
         )
     ensure_gold_table(spark, gold_path)
+    ensure_checkpoint_owner(settings, "gold", *job_io(settings, "gold"))
     writer = (
         spark.readStream.format("delta")
         # Rows of rewritten files come again: harmless, they only name windows to recompute.

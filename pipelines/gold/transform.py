@@ -132,17 +132,21 @@ def window_sums(silver: DataFrame, lengths: Iterable[int]) -> DataFrame:
     for name in LATENCIES:
         aggs.append(F.sum(F.col(name).cast("long")).alias(f"sum_{name}"))
         aggs.append(F.count(F.col(name)).alias(f"count_{name}"))
-    parts = [
-        silver.withColumn("window_seconds", F.lit(seconds))
-        .withColumn("window_start_us", window_start_us(F.col("trade_time"), seconds))
-        .groupBy("symbol", "window_seconds", "window_start_us")
+    # One row per (trade, window length): one scan and one shuffle for every length.
+    windows = F.array(
+        *[
+            F.struct(
+                F.lit(seconds).alias("window_seconds"),
+                window_start_us(F.col("trade_time"), seconds).alias("window_start_us"),
+            )
+            for seconds in lengths
+        ]
+    )
+    return (
+        silver.withColumn("w", F.explode(windows))
+        .groupBy("symbol", F.col("w.window_seconds"), F.col("w.window_start_us"))
         .agg(*aggs)
-        for seconds in lengths
-    ]
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out
+    )
 
 
 def from_micros(us: int) -> datetime:
