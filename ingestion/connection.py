@@ -84,6 +84,8 @@ class Session:
         self.ws: ClientConnection | None = None
         self.delivered = asyncio.Event()  # first frame arrived
         self.frames = 0
+        self.last_frame = 0.0  # monotonic time of the last frame
+        self.stalled = False
         self.task = asyncio.create_task(self._run(), name=f"ws-{conn_id}")
 
     async def send(self, message: str) -> None:
@@ -113,27 +115,48 @@ class Session:
             close_timeout=2,
         ) as ws:
             self.ws = ws
-            opened = time.monotonic()
             log.info("connected connection=%s url=%s", self.id, self.sup.url)
-            while True:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(decode=False), s.ws_stall_timeout_s)
-                except TimeoutError:
-                    log.warning(
-                        "stalled connection=%s no frame for %ds: reconnecting",
-                        self.id,
-                        s.ws_stall_timeout_s,
-                    )
-                    return
-                frame = await self.sup.handler(raw, int(time.time() * 1000), self.id)
-                self.frames += 1
-                if not self.delivered.is_set():
-                    self.delivered.set()
-                if frame.event == "serverShutdown":
-                    log.info("serverShutdown on connection=%s: rotating", self.id)
-                    self.sup.request_rotation(self)
-                elif time.monotonic() - opened > s.ws_rotate_after_s:
-                    self.sup.request_rotation(self)
+            self.last_frame = time.monotonic()
+            watchdog = asyncio.create_task(self._watchdog(ws, s))
+            handler, clock, now_ms = self.sup.handler, time.monotonic, time.time
+            try:
+                while True:
+                    try:
+                        raw = await ws.recv(decode=False)
+                    except ConnectionClosed:
+                        if self.stalled:
+                            return  # closed by the watchdog
+                        raise
+                    self.last_frame = clock()
+                    frame = await handler(raw, int(now_ms() * 1000), self.id)
+                    self.frames += 1
+                    if frame.event is not None and frame.event == "serverShutdown":
+                        log.info("serverShutdown on connection=%s: rotating", self.id)
+                        self.sup.request_rotation(self)
+                    if self.frames == 1:
+                        self.delivered.set()
+            finally:
+                watchdog.cancel()
+
+    async def _watchdog(self, ws: ClientConnection, s: Settings) -> None:
+        """Closes a stalled connection; asks for rotation when the connection is old.
+        (A timer per frame would cost more than the frame itself at high rates.)"""
+        opened = time.monotonic()
+        tick = min(1.0, s.ws_stall_timeout_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - self.last_frame > s.ws_stall_timeout_s:
+                log.warning(
+                    "stalled connection=%s no frame for %ds: reconnecting",
+                    self.id,
+                    s.ws_stall_timeout_s,
+                )
+                self.stalled = True
+                await ws.close()
+                return
+            if now - opened > s.ws_rotate_after_s:
+                self.sup.request_rotation(self)
 
 
 class Supervisor:

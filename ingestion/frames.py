@@ -51,12 +51,19 @@ class Frame:
 
 def classify(raw: bytes) -> Frame:
     """Symbol, trade id and validity of a raw frame, parsing JSON only off the fast path."""
-    m = _FAST.fullmatch(raw)
+    m = _fast_match(raw)
     if m is not None:
-        symbol = m.group(2)
-        if m.group(1) == symbol.lower():
-            return Frame(symbol, symbol.decode(), int(m.group(3)), None)
+        stream, symbol, trade_id = m.groups()
+        known = _SYMBOLS.get(symbol)
+        if known is None:
+            known = _SYMBOLS[symbol] = (symbol.decode(), symbol.lower())
+        if stream == known[1]:
+            return Frame(symbol, known[0], int(trade_id), None)
     return _classify_slow(raw)
+
+
+_fast_match = _FAST.fullmatch
+_SYMBOLS: dict[bytes, tuple[str, bytes]] = {}  # symbol bytes -> (str, lower-case stream name)
 
 
 def _classify_slow(raw: bytes) -> Frame:

@@ -5,15 +5,20 @@ time out (``message.timeout.ms=0``), so while the broker is down frames wait and
 when the queue is full ``produce`` raises ``BufferError`` and the caller waits (the WebSocket
 reader stops reading) until deliveries free space. A failed delivery is produced again, so a
 frame that entered the producer is either delivered or still buffered.
+
+Hot path: only failed deliveries call back into Python (``delivery.report.only.error``), so
+``delivered = produced - buffered - failed``; the delivery lag comes from librdkafka's own
+statistics (queue + send-buffer latency + broker round trip) every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import ServiceError
@@ -44,6 +49,8 @@ def producer_config(settings: Settings) -> dict:
         "message.timeout.ms": 0,  # never expire: wait for the broker to come back
         "partitioner": "murmur2_random",  # same partition for a key as Java clients / Spark
         "reconnect.backoff.max.ms": 2000,
+        "delivery.report.only.error": True,  # no Python callback per delivered frame
+        "statistics.interval.ms": 2000,
         "log_level": 3,
     }
 
@@ -54,7 +61,18 @@ class FrameProducer:
     def __init__(self, settings: Settings, stats: IngestStats) -> None:
         self.stats = stats
         self.fatal: str | None = None
-        self._producer = Producer({**producer_config(settings), "error_cb": self._on_error})
+        # produce() calls accepted (a re-produced failure counts again): one counter for the
+        # polling thread, one for the blocking (backfill / CSV) thread, so neither races
+        self.produced = 0
+        self.produced_blocking = 0
+        self._producer = Producer(
+            {
+                **producer_config(settings),
+                "error_cb": self._on_error,
+                "on_delivery": self._on_delivery,
+                "stats_cb": self._on_stats,
+            }
+        )
 
     # ----- callbacks (run inside poll/flush on the calling thread)
     def _on_error(self, err: KafkaError) -> None:
@@ -64,28 +82,43 @@ class FrameProducer:
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             log.warning("kafka unreachable, buffering frames: %s", err.str())
 
+    def _on_stats(self, text: str) -> None:
+        """Delivery lag: average time in librdkafka's queue and send buffer plus broker RTT."""
+        lag_us = 0.0
+        for broker in json.loads(text).get("brokers", {}).values():
+            if broker.get("nodeid", -1) < 0:
+                continue  # the bootstrap pseudo-broker
+            lag_us = max(
+                lag_us,
+                sum(broker.get(k, {}).get("avg", 0) for k in ("int_latency", "outbuf_latency"))
+                + broker.get("rtt", {}).get("avg", 0),
+            )
+        self.stats.delivery_lag_ms = lag_us / 1000.0
+
     def _on_delivery(self, err: KafkaError | None, msg) -> None:
-        if err is None:
-            self.stats.delivered += 1
-            latency = msg.latency()
-            if latency is not None:
-                self.stats.delivery_lag_ms = latency * 1000.0
+        if err is None:  # only with delivery.report.only.error off
             return
         self.stats.delivery_errors += 1
-        log.warning("delivery failed (%s); producing the frame again", err.str())
+        if self.stats.delivery_errors % 1000 == 1:  # one line per 1000 failures, not a flood
+            log.warning(
+                "delivery failed (%s); producing the frame again (failures=%d)",
+                err.str(),
+                self.stats.delivery_errors,
+            )
         headers = msg.headers() or []
         ts_type, ts = msg.timestamp()
         self._produce_retrying(msg.topic(), msg.key(), msg.value(), ts, headers)
 
     def _produce_retrying(self, topic, key, value, ts, headers) -> None:
-        while True:
+        while not self.fatal:
             try:
-                self._producer.produce(
-                    topic, value, key, timestamp=ts, headers=headers, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value, key, timestamp=ts, headers=headers)
+                self.produced += 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as e:  # e.g. the topic was deleted under us
+                self.fatal = f"cannot produce to {topic}: {e.args[0].str()}"
 
     # ----- producing
     def try_produce(
@@ -93,17 +126,13 @@ class FrameProducer:
     ) -> bool:
         """Hand one frame to the producer; False when the bounded buffer is full."""
         try:
-            self._producer.produce(
-                topic,
-                value,
-                key,
-                timestamp=timestamp_ms,
-                headers=headers,
-                on_delivery=self._on_delivery,
-            )
+            self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)
+            self.produced += 1
             return True
         except BufferError:
             return False
+        except KafkaException as e:
+            raise ServiceError(f"cannot produce to {topic}: {e.args[0].str()}") from e
 
     async def produce(
         self, topic: str, key: bytes, value: bytes, timestamp_ms: int, headers: Headers
@@ -131,7 +160,15 @@ class FrameProducer:
         ``serve_reports=False`` for helper threads (backfill) whose owner polls the producer,
         so delivery callbacks stay on one thread.
         """
-        while not self.try_produce(topic, key, value, timestamp_ms, headers):
+        while True:
+            try:
+                self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)
+                self.produced_blocking += 1  # only ever one blocking producer thread at a time
+                return
+            except BufferError:
+                pass
+            except KafkaException as e:
+                raise ServiceError(f"cannot produce to {topic}: {e.args[0].str()}") from e
             self.stats.add("backpressure_waits")
             self.check()
             if serve_reports:
@@ -140,9 +177,14 @@ class FrameProducer:
                 time.sleep(0.05)
 
     def poll(self, timeout: float = 0) -> None:
-        """Serve delivery reports; raise when the producer hit a fatal error."""
+        """Serve delivery reports, update ``stats.delivered``; raise on a fatal error."""
         self._producer.poll(timeout)
+        self._count_delivered()
         self.check()
+
+    def _count_delivered(self) -> None:
+        produced = self.produced + self.produced_blocking
+        self.stats.delivered = produced - len(self._producer) - self.stats.delivery_errors
 
     def check(self) -> None:
         if self.fatal:
@@ -157,6 +199,8 @@ class FrameProducer:
         deadline = time.monotonic() + timeout
         while len(self._producer) and time.monotonic() < deadline:
             self._producer.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
+        self._producer.poll(0)
+        self._count_delivered()
         left = len(self._producer)
         if left:
             log.warning("flush timed out: %d frames undelivered (restart resumes from Kafka)", left)

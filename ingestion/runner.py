@@ -68,7 +68,9 @@ class StreamIngestor:
                 stats.duplicates += 1
             elif gap is not None:
                 self.backfiller.submit(gap)
-        await self.producer.produce(self.topic, frame.key, raw, received_ms, headers)
+        producer = self.producer
+        if not producer.try_produce(self.topic, frame.key, raw, received_ms, headers):
+            await producer.produce(self.topic, frame.key, raw, received_ms, headers)  # waits
         if stats.frames % POLL_EVERY == 0:
             self.producer.poll(0)
             await asyncio.sleep(0)  # let the status / stop tasks run under full load
