@@ -144,7 +144,6 @@ class Backfiller:
             serve_reports=False,
         )
         self.stats.add("ids_filled")
-        self.stats.add("frames")
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -99,7 +99,7 @@ def run_ingestion(
             kafka.ensure_topic(settings, gaps_topic(settings), partitions=1)
             _run_stream(settings, producer, stats, stop_event)
     finally:
-        left = producer.flush(FLUSH_TIMEOUT_S)
+        left = stats.undelivered = producer.flush(FLUSH_TIMEOUT_S)
         log.info("stopped %s undelivered=%d", StatusLine(stats).line(left, whole_run=True), left)
     return stats
 

@@ -15,7 +15,7 @@ class IngestStats:
     guards the few read-modify-write updates made from other threads (backfill, status).
     """
 
-    frames: int = 0  # frames produced to the raw topic (received, invalid, backfilled)
+    frames: int = 0  # frames received from the source (WebSocket / CSV), invalid ones included
     invalid: int = 0  # frames flagged cryptoflow.invalid
     duplicates: int = 0  # trades whose id was <= the last id seen for the symbol
     gaps_found: int = 0
@@ -28,6 +28,7 @@ class IngestStats:
     delivery_errors: int = 0  # failed deliveries (each one is produced again)
     delivery_lag_ms: float = 0.0  # last delivery's produce -> ack latency
     backpressure_waits: int = 0  # times the reader waited for buffer space
+    undelivered: int = 0  # frames still buffered when ingestion stopped (flush timed out)
     last_trade_id: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

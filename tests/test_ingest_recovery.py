@@ -35,7 +35,7 @@ def test_broker_down_10s_mid_stream_loses_nothing(settings, unique, tmp_path):
     kafka.start(own)
     try:
         record = tmp_path / "record.jsonl"
-        opts = SimulatorOptions(port=0, seed=11, rate=90, max_trades=700, record=record)
+        opts = SimulatorOptions(port=0, seed=11, rate=90, max_trades=500, record=record)
         with run_simulator_in_thread(own, opts) as sim:
             # a small buffer, so the 10 s outage overflows it and the reader must wait
             s = client(sim, own, unique, producer_buffer_messages=300, gap_probe_idle_s=2)
