@@ -1,0 +1,77 @@
+"""Silver job: Delta stream from bronze -> validated, deduplicated trades in Delta silver,
+rejected frames in Delta quarantine, both mirrored to PostgreSQL (see ``batch``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from cryptoflow.config import Settings
+from pipelines.bronze.job import ensure_bronze_table
+from pipelines.silver.batch import SilverBatch
+from pipelines.silver.tables import ensure_tables
+from pipelines.silver.transform import parse_frames
+from pipelines.silver.validate import Rule, check_rules
+
+log = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def query_id_reader(checkpoint: str):
+    """A function reading the query id Spark stored in ``<checkpoint>/metadata``."""
+
+    def read(spark: SparkSession) -> str:
+        text = spark.read.text(f"{checkpoint.rstrip('/')}/metadata").first().value
+        return json.loads(text)["id"]
+
+    return read
+
+
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    available_now: bool = False,
+    rules: Sequence[Rule] | None = None,
+    unique_rule: Rule | None = None,
+) -> StreamingQuery:
+    """Start the silver query. Rules default to the expectation suite's
+    (``expectations.rules``); tests may pass their own. The ``SilverBatch`` handling each
+    micro-batch is reachable as ``query.silver`` for its statistics."""
+    if rules is None or unique_rule is None:
+        from expectations.rules import trade_rules, unique_key_rule
+
+        rules = trade_rules(settings) if rules is None else rules
+        unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
+    bronze_path = settings.table_path("bronze")
+    ensure_bronze_table(spark, bronze_path)
+    ensure_tables(spark, settings.table_path("silver"), settings.table_path("quarantine"))
+    bronze = spark.readStream.format("delta").option(
+        "maxFilesPerTrigger", settings.max_files_per_trigger
+    )
+    bronze = bronze.load(bronze_path)
+    check_rules(rules, parse_frames(bronze, _EPOCH))
+    checkpoint = settings.checkpoint_path("silver")
+    handler = SilverBatch(settings, rules, unique_rule, query_id_reader(checkpoint))
+    writer = (
+        bronze.writeStream.queryName("silver")
+        .foreachBatch(handler)
+        .option("checkpointLocation", checkpoint)
+    )
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{settings.trigger_interval_ms} milliseconds")
+    query = writer.start()
+    query.silver = handler  # type: ignore[attr-defined]
+    log.info(
+        "silver started bronze=%s silver=%s rules=%d",
+        bronze_path,
+        settings.table_path("silver"),
+        len(rules),
+    )
+    return query

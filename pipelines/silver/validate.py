@@ -1,0 +1,96 @@
+"""Expectations as Spark expressions in the hot path: each row gets the names of every rule
+it failed and what that means for it (keep, quarantine, or stop the job).
+
+Rules come from ``expectations.rules.trade_rules`` (objects with ``name``, ``expression``,
+``action``); an expression that is FALSE or NULL fails the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.utils import AnalysisException
+
+from cryptoflow.errors import ConfigError
+from pipelines.silver.transform import REQUIRED_COLUMNS
+
+ACTIONS = ("warn", "drop", "fail")
+#: Reason given when a row cannot be stored in silver but no configured rule caught it.
+UNSTORABLE = "silver_schema"
+
+
+class Rule(Protocol):
+    name: str
+    expression: str
+    action: str
+
+
+def check_rules(rules: Sequence[Rule], sample: DataFrame) -> None:
+    """Fail early, naming the rule, on an unknown action, a repeated name or bad SQL."""
+    seen: set[str] = set()
+    for r in rules:
+        if r.action not in ACTIONS:
+            raise ConfigError(f"rule {r.name}: action {r.action!r} is not one of {ACTIONS}")
+        if r.name in seen:
+            raise ConfigError(f"rule {r.name} is defined twice: rule names must be unique")
+        seen.add(r.name)
+        try:
+            sample.select(F.expr(r.expression)).schema  # noqa: B018 (analysis only)
+        except AnalysisException as e:
+            first = str(e).strip().splitlines()[0]
+            raise ConfigError(
+                f"rule {r.name}: expression {r.expression!r} is invalid: {first}"
+            ) from e
+
+
+def _fails(rule: Rule) -> Column:
+    return ~F.coalesce(F.expr(rule.expression).cast("boolean"), F.lit(False))
+
+
+def apply_rules(parsed: DataFrame, rules: Sequence[Rule]) -> DataFrame:
+    """Add ``failed_expectations`` (array of rule names), ``dropped`` and ``fail_rule``.
+
+    ``dropped`` is true when a drop rule failed or the row could not be stored in silver
+    (NULL in a required column or a parse error: then ``silver_schema`` is named unless a
+    drop rule already was).
+    ``fail_rule`` is the first failed rule whose action is fail, else NULL.
+    """
+    names = F.filter(
+        F.array(*[F.when(_fails(r), F.lit(r.name)) for r in rules])
+        if rules
+        else F.array().cast("array<string>"),
+        lambda x: x.isNotNull(),
+    )
+    drop_names = [r.name for r in rules if r.action == "drop"]
+    fail_names = [r.name for r in rules if r.action == "fail"]
+    unstorable = F.lit(False)
+    for c in REQUIRED_COLUMNS:
+        unstorable = unstorable | F.col(c).isNull()
+    unstorable = unstorable | F.col("parse_error").isNotNull()
+    dropped_by_rule = F.coalesce(
+        F.arrays_overlap(F.col("failed_expectations"), _names(drop_names)), F.lit(False)
+    )
+    with_names = parsed.withColumn("failed_expectations", names)
+    return with_names.withColumns(
+        {
+            "dropped": dropped_by_rule | unstorable,
+            "fail_rule": F.get(
+                F.filter(
+                    F.col("failed_expectations"),
+                    lambda x: F.array_contains(_names(fail_names), x),
+                ),
+                0,
+            ),
+            "failed_expectations": F.when(
+                unstorable & ~dropped_by_rule,
+                F.concat(F.col("failed_expectations"), F.array(F.lit(UNSTORABLE))),
+            ).otherwise(F.col("failed_expectations")),
+        }
+    )
+
+
+def _names(names: Sequence[str]) -> Column:
+    return F.array(*[F.lit(n) for n in names]) if names else F.array().cast("array<string>")
