@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 
@@ -29,12 +28,7 @@ class GapTracker:
 
     def __init__(self, last_ids: dict[str, int] | None = None) -> None:
         self.last: dict[str, int] = dict(last_ids or {})
-        self.seen_at: dict[str, float] = {}  # monotonic time of the symbol's last trade frame
         self._lock = threading.Lock()
-
-    def quiet_for(self, symbol: str, since: float) -> float:
-        """Seconds since ``symbol``'s last trade frame (or since ``since`` if none)."""
-        return time.monotonic() - self.seen_at.get(symbol, since)
 
     def claim_after(self, symbol: str, newest_id: int) -> Gap | None:
         """Ids after the last seen up to ``newest_id`` (which REST knows of) become a gap the
@@ -52,7 +46,6 @@ class GapTracker:
         A symbol seen for the first time (nothing in Kafka yet) starts without a gap: there is
         no earlier id to be continuous with.
         """
-        self.seen_at[symbol] = time.monotonic()
         with self._lock:
             prev = self.last.get(symbol)
             if prev is None:

@@ -60,8 +60,13 @@ class StreamIngestor:
         if frame.invalid is not None:
             stats.invalid += 1
             headers = [*headers, (INVALID_HEADER, frame.invalid.encode())]
-            if frame.event != "serverShutdown":
-                log.warning("invalid frame connection=%s reason=%r", conn_id, frame.invalid)
+            if stats.invalid <= 10 or stats.invalid % 1000 == 0:  # a sample, never a flood
+                log.warning(
+                    "invalid frame connection=%s reason=%r invalid_total=%d",
+                    conn_id,
+                    frame.invalid,
+                    stats.invalid,
+                )
         else:
             gap, duplicate = self.tracker.observe(frame.symbol, frame.trade_id)
             if duplicate:
@@ -153,7 +158,9 @@ async def _housekeeping(
     status = StatusLine(stats)
     started = time.monotonic()
     next_status = started + settings.status_interval_s
-    probed: dict[str, float] = {}
+    idle = settings.gap_probe_idle_s
+    # per symbol: (last id, when it last changed, when last probed) - quiet = id unchanged
+    quiet: dict[str, tuple[int | None, float, float]] = {}
     while not stop.is_set():
         if stop_event.is_set():
             stop.set()
@@ -161,13 +168,14 @@ async def _housekeeping(
         producer.poll(0)
         now = time.monotonic()
         for symbol in settings.symbols:
-            idle = settings.gap_probe_idle_s
-            if (
-                tracker.quiet_for(symbol, started) >= idle
-                and now - probed.get(symbol, started) >= idle
-            ):
-                probed[symbol] = now
+            last = tracker.last.get(symbol)
+            seen, changed, probed = quiet.get(symbol, (last, started, started))
+            if last != seen:
+                changed = now
+            if now - changed >= idle and now - probed >= idle:
+                probed = now
                 ingestor.backfiller.probe(symbol)
+            quiet[symbol] = (last, changed, probed)
         if time.monotonic() >= next_status:
             log.info("status %s", status.line(producer.buffered))
             next_status += settings.status_interval_s
