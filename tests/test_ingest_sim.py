@@ -119,6 +119,7 @@ def test_malformed_frames_are_flagged_and_pings_answered(settings, unique, tmp_p
     assert all(r.headers["source"] == b"simulator" for r in flagged)
     # the client kept running on one connection: no reconnect, no pong timeout
     assert stats.reconnects == 0 and sim_stats["connections_total"] == 1
+    assert sim_stats["message_limit_disconnects"] == 0  # pongs + pings stay under 5/s
 
 
 def test_rotation_overlaps_connections_and_counts_duplicates(settings, unique, tmp_path):
