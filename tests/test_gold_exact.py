@@ -175,8 +175,11 @@ def test_scope_covers_touched_windows_and_nothing_else():
     assert not scope.contains("AAA", 58 * sec, 65 * sec)  # straddles the range's end
     assert not scope.contains("CCC", 0, 5 * sec)
     assert not scope.contains("AAA", 5 * minute + 5 * sec, 5 * minute + 10 * sec)
-    predicate = scope.gold_predicate()
-    assert predicate.startswith("window_date IN (DATE'1970-01-01') AND symbol IN ('AAA', 'BBB')")
+    predicate = scope.gold_predicate((5, 60))
+    assert predicate.startswith(
+        "window_date IN (DATE'1970-01-01') AND symbol IN ('AAA', 'BBB') "
+        "AND window_seconds IN (5, 60) AND "
+    )
     assert "window_end <= timestamp_micros(60000000)" in predicate
     many = {("AAA", 5, i * minute) for i in range(MAX_RANGES + 1)}
     assert Scope.of(many).ranges == ((0, MAX_RANGES * minute + 5 * sec),)

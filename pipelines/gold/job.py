@@ -175,7 +175,7 @@ class GoldBatchWriter:
             )
             .write.format("delta")
             .mode("overwrite")
-            .option("replaceWhere", scope.gold_predicate())
+            .option("replaceWhere", scope.gold_predicate(self.lengths))
             .save(self.gold_path)
         )
 

@@ -60,12 +60,17 @@ class Scope:
             F.col("trade_date").isin(self.dates) & F.col("symbol").isin(list(self.symbols)) & (cond)
         )
 
-    def gold_predicate(self) -> str:
-        """Spark SQL predicate of the gold rows in the scope (for ``replaceWhere``)."""
+    def gold_predicate(self, lengths: tuple[int, ...]) -> str:
+        """Spark SQL predicate of the gold rows in the scope (for ``replaceWhere``); windows
+        of other lengths (a former ``window_seconds``) are left alone."""
         dates = ", ".join(f"DATE'{d.isoformat()}'" for d in self.dates)
         symbols = ", ".join(_sql_string(s) for s in self.symbols)
         ranges = " OR ".join(
             f"(window_start >= timestamp_micros({s}) AND window_end <= timestamp_micros({e}))"
             for s, e in self.ranges
         )
-        return f"window_date IN ({dates}) AND symbol IN ({symbols}) AND ({ranges})"
+        seconds = ", ".join(str(int(n)) for n in lengths)
+        return (
+            f"window_date IN ({dates}) AND symbol IN ({symbols}) "
+            f"AND window_seconds IN ({seconds}) AND ({ranges})"
+        )
