@@ -18,6 +18,7 @@ COMMANDS = (
     "setup",
     "services",
     "config",
+    "run",
     "up",
     "dashboard",
     "ingest",
