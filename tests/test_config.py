@@ -121,3 +121,10 @@ def test_every_field_has_a_parsed_type_and_survives_to_env():
         assert f.type in {"int", "bool", "Path", "list[str]", "str"}, f"{f.name}: {f.type}"
     s = load_settings(environ={"CRYPTOFLOW_SYMBOLS": "SOLUSDT"}, dotenv=None)
     assert load_settings(environ=s.to_env(), dotenv=None) == s
+
+
+def test_kafka_cluster_ids_never_look_like_options():
+    from cryptoflow.services.kafka import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

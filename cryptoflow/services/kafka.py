@@ -175,9 +175,14 @@ def start(s: Settings) -> bool:
 
 
 def _cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID) that the formatter's argument parser
+    cannot mistake for an option, i.e. not starting with ``-``."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def stop(s: Settings) -> bool:
