@@ -10,6 +10,7 @@ summary in PostgreSQL ``dq_results`` (``expectations.history``). Parse-level exp
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -177,6 +178,19 @@ def docs_index(context) -> str | None:
     return None
 
 
+def fix_favicon(index: str | None) -> None:
+    """GE 1.24 links validation pages' favicon one directory too shallow
+    (``validations/static/images``): put a copy there so the pages load without a 404."""
+    if not index:
+        return
+    site = Path(index).parent
+    icon = site / "static" / "images" / "favicon.ico"
+    target = site / "validations" / "static" / "images" / "favicon.ico"
+    if icon.is_file() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(icon, target)
+
+
 def run_validation(
     spark: SparkSession,
     settings: Settings,
@@ -224,6 +238,7 @@ def run_validation(
         docs_index=docs_index(context),
         outcomes=outcomes,
     )
+    fix_favicon(run.docs_index)
     log.info(
         "validation table=%s version=%d rows=%d success=%s evaluated=%d failed=%d duration_ms=%d",
         table, version, rows, run.success, run.evaluated, len(run.failed), run.duration_ms,

@@ -127,3 +127,60 @@ def test_validate_and_dq_commands(lake, capsys):
     out = capsys.readouterr().out
     assert "gold" in out and "window_length_configured" in out and "FAILED" in out
     assert isinstance(args, argparse.Namespace)
+
+
+# External assets Data Docs load from CDNs; this machine (and CI) has no route to them.
+_OFFLINE = ("net::ERR_NAME_NOT_RESOLVED", "net::ERR_INTERNET_DISCONNECTED",
+            "net::ERR_CONNECTION_REFUSED", "net::ERR_ADDRESS_UNREACHABLE",
+            "net::ERR_CONNECTION_TIMED_OUT", "net::ERR_PROXY_CONNECTION_FAILED")  # fmt: skip
+# What GE's inline scripts throw when jQuery (from a CDN) did not load.
+_NO_JQUERY = ("ReferenceError: $ is not defined", "ReferenceError: jQuery is not defined")
+
+
+def load_page(page, url: str) -> tuple[list[str], list[str]]:
+    """(errors caused by unreachable CDNs, every other console error) after loading ``url``."""
+    from tests.conftest import wait_until
+
+    page.events.clear()
+    page.call("Page.navigate", url=url)
+    wait_until(lambda: page.evaluate("document.readyState") == "complete", 60, 0.2, url)
+    page.drain()
+    errors = page.console_errors()
+    failed_loads = [e for e in errors if e.startswith("Failed to load resource")]
+    cdn = [e for e in failed_loads if " http" in e and any(c in e for c in _OFFLINE)]
+    jquery_missing = any("jquery" in e for e in cdn)
+    consequences = [e for e in errors if jquery_missing and any(c in e for c in _NO_JQUERY)]
+    other = [e for e in errors if e not in cdn and e not in consequences]
+    return cdn + consequences, other
+
+
+def test_data_docs_render_in_headless_chromium(lake, spark, tmp_path):
+    """Index and a validation page load with no console error of their own.
+
+    Data Docs pull jQuery, Bootstrap, bootstrap-table, vega and fonts from CDNs, which this
+    machine and CI cannot reach: those loads fail, and so do GE's inline scripts that call
+    jQuery. Every other error (a missing local file, a script error) fails the test; with a
+    route to the CDNs there would be no error at all.
+    """
+    from pathlib import Path
+
+    from tests.cdp import chromium_binary, headless_page
+
+    assert chromium_binary(), "chromium is not installed (.ci/apt-packages.txt)"
+    run = run_validation(spark, lake, "gold", store=False)
+    index = Path(run.docs_index or "")
+    assert index.name == "index.html" and index.is_file()
+    pages = sorted(index.parent.glob("validations/gold_metrics/**/*.html"))
+    assert pages, "the checkpoint rendered the gold validation result"
+    with headless_page(tmp_path / "profile") as page:
+        page.call("Network.enable")
+        offline, other = load_page(page, index.as_uri())
+        assert other == [], f"console errors beyond unreachable CDNs: {other}"
+        assert "Expectation Suites" in page.evaluate("document.body.innerText")
+        offline_v, other_v = load_page(page, pages[-1].as_uri())
+        assert other_v == [], f"console errors on a validation page: {other_v}"
+        body = page.evaluate("document.body.innerText")
+        assert "Expectation Suite: gold_metrics" in body
+        assert "Unsuccessful Expectations" in body
+    if offline or offline_v:  # no route to the CDNs: only their loads (and jQuery users) failed
+        assert any("jquery" in e for e in offline + offline_v)

@@ -80,7 +80,6 @@ def test_corpus_lands_in_quarantine_under_its_expectation(spark, settings, uniqu
         produce(s, [dup])
         wait_until(healthy(lambda: table_count(quarantine) >= len(bad) + 1), 180, 0.5,
                    f"{len(bad) + 1} frames in quarantine")  # fmt: skip
-        time.sleep(0)  # queries stay up while we read; a crash would show in healthy()
         healthy(lambda: True)()
     finally:
         for q in queries:
