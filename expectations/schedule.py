@@ -1,0 +1,61 @@
+"""Validation every ``dq_interval_minutes`` while the pipeline runs (for ``cryptoflow up``).
+
+``PeriodicValidation(spark, settings).start()`` runs ``run_validation`` on silver and gold in a
+daemon thread, first after one interval, then every interval; ``stop()`` ends it. A failing
+run (table not created yet, PostgreSQL down) is logged as one line and retried next time:
+reports never stop the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from cryptoflow.config import Settings
+
+log = logging.getLogger(__name__)
+TABLES = ("silver", "gold")
+
+
+class PeriodicValidation:
+    def __init__(
+        self,
+        spark,
+        settings: Settings,
+        validate: Callable[..., object] | None = None,
+        interval_s: float | None = None,
+    ):
+        if validate is None:
+            from expectations.checkpoint import run_validation as validate
+        self.spark, self.settings, self.validate = spark, settings, validate
+        self.interval_s = settings.dq_interval_minutes * 60.0 if interval_s is None else interval_s
+        self.runs = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dq-validation", daemon=True)
+
+    def start(self) -> PeriodicValidation:
+        if self.interval_s > 0:
+            self._thread.start()
+            log.info("periodic validation every %.0f s tables=%s", self.interval_s, TABLES)
+        return self
+
+    def run_once(self) -> None:
+        for table in TABLES:
+            try:
+                self.validate(self.spark, self.settings, table)
+                self.runs += 1
+            except Exception as e:  # noqa: BLE001 (a report must never stop the pipeline)
+                self.errors += 1
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                log.warning("periodic validation table=%s failed: %s", table, first)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
