@@ -8,30 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
-PRICE = T.DecimalType(18, 8)
-#: The silver Delta schema of the contract (columns in order, trade_date partitions).
-SILVER_SCHEMA = T.StructType(
-    [
-        T.StructField("symbol", T.StringType()),
-        T.StructField("trade_id", T.LongType()),
-        T.StructField("price", PRICE),
-        T.StructField("quantity", PRICE),
-        T.StructField("is_buyer_maker", T.BooleanType()),
-        T.StructField("event_time", T.TimestampType()),
-        T.StructField("trade_time", T.TimestampType()),
-        T.StructField("ingestion_time", T.TimestampType()),
-        T.StructField("spark_time", T.TimestampType()),
-        T.StructField("exchange_latency_ms", T.LongType()),
-        T.StructField("source_latency_ms", T.LongType()),
-        T.StructField("end_to_end_latency_ms", T.LongType()),
-        T.StructField("source", T.StringType()),
-        T.StructField("kafka_partition", T.IntegerType()),
-        T.StructField("kafka_offset", T.LongType()),
-        T.StructField("trade_date", T.DateType()),
-    ]
-)
+from pipelines.silver.tables import SILVER_SCHEMA
+
 #: 2023-11-15 00:00:00 UTC in ms: data around it crosses a trade_date partition boundary.
 MIDNIGHT_MS = 1_700_006_400_000
 

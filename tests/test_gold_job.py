@@ -9,11 +9,17 @@ import psycopg2.extras
 import pytest
 
 from cryptoflow.db import connect
-from cryptoflow.errors import ServiceError
 from cryptoflow.services.postgres import reader_dsn
 from pipelines.gold import job
 from pipelines.gold.transform import METRIC_COLUMNS
-from tests.gold_data import MIDNIGHT_MS, append_silver, latencies, random_trades, trade
+from tests.gold_data import (
+    MIDNIGHT_MS,
+    SILVER_SCHEMA,
+    append_silver,
+    latencies,
+    random_trades,
+    trade,
+)
 from tests.metrics_oracle import compare_metrics, expected_metrics
 
 pytestmark = pytest.mark.integration
@@ -106,7 +112,19 @@ def test_restart_resumes_and_a_late_trade_corrects_its_window(spark, settings, u
         query.stop()
 
 
-def test_missing_silver_table_is_a_clear_error(spark, settings, unique):
-    s = settings.replace(lake_root=str(settings.data_dir / f"lake-{unique}"))
-    with pytest.raises(ServiceError, match="silver Delta table not found .* run silver"):
-        job.start(spark, s)
+def test_starts_on_a_fresh_lake(spark, settings, unique):
+    """Gold may start before silver ever ran: it creates the tables and waits for data."""
+    s = settings.replace(
+        lake_root=str(settings.data_dir / f"lake-{unique}"),
+        checkpoint_root=str(settings.data_dir / f"checkpoints-{unique}"),
+    )
+    query = job.start(spark, s)
+    try:
+        query.processAllAvailable()
+        assert query.isActive
+        assert spark.read.format("delta").load(s.table_path("gold")).count() == 0
+        assert [f.name for f in spark.read.format("delta").load(s.table_path("silver")).schema] == [
+            f.name for f in SILVER_SCHEMA
+        ]
+    finally:
+        query.stop()

@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
 from cryptoflow.services.postgres import pipeline_dsn
 from pipelines.gold.scope import Scope, Window
 from pipelines.gold.transform import (
@@ -38,6 +37,7 @@ from pipelines.gold.transform import (
 from pipelines.ops.batches import record_batch
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.serving import UpsertSpec, mirror
+from pipelines.silver.tables import ensure_tables
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,8 @@ class GoldBatchWriter:
 def start(spark: SparkSession, settings: Settings, available_now: bool = False) -> StreamingQuery:
     """Start the gold query; ``available_now`` processes what silver holds now, then stops."""
     silver_path, gold_path = settings.table_path("silver"), settings.table_path("gold")
-    if not DeltaTable.isDeltaTable(spark, silver_path):
-        raise ServiceError(
-            f"silver Delta table not found at {silver_path}: start the silver job first "
-            "(`cryptoflow run silver`, or `cryptoflow run all`)"
-        )
+    # Like silver ensures bronze: gold can start first (`run gold` on a fresh lake).
+    ensure_tables(spark, silver_path, settings.table_path("quarantine"))
     ensure_gold_table(spark, gold_path)
     ensure_checkpoint_owner(settings, "gold", *job_io(settings, "gold"))
     writer = (
