@@ -18,6 +18,7 @@ from cryptoflow.services import postgres
 from tests.conftest import free_port
 
 CLI = str(Path(sys.executable).parent / "cryptoflow")
+TABLES = ("raw_trades", "metrics", "quarantine", "pipeline_batches", "dq_results")
 
 
 def settings_env(s: Settings) -> dict[str, str]:
@@ -50,33 +51,42 @@ class SimRun:
         )  # fmt: skip
 
     def counts(self) -> dict[str, int]:
-        """Rows this run has mirrored so far, per serving table."""
-        since = self.started_at
+        """Rows this run has written so far, per serving table."""
         with connect(postgres.admin_dsn(self.settings)) as conn, conn.cursor() as cur:
             cur.execute(
                 """SELECT (SELECT count(*) FROM raw_trades WHERE mirrored_at >= %(s)s),
                           (SELECT count(*) FROM metrics WHERE mirrored_at >= %(s)s),
-                          (SELECT count(*) FROM quarantine WHERE mirrored_at >= %(s)s)""",
-                {"s": since},
+                          (SELECT count(*) FROM quarantine WHERE mirrored_at >= %(s)s),
+                          (SELECT count(*) FROM pipeline_batches WHERE recorded_at >= %(s)s),
+                          (SELECT count(*) FROM dq_results WHERE recorded_at >= %(s)s)""",
+                {"s": self.started_at},
             )
-            raw, metrics, quarantine = cur.fetchone()
+            row = cur.fetchone()
         conn.close()
-        return {"raw_trades": raw, "metrics": metrics, "quarantine": quarantine}
+        return dict(zip(TABLES, row, strict=True))
 
-    def wait_for_data(self, timeout: float = 300) -> dict[str, int]:
-        """Poll until raw_trades, metrics (a few windows) and quarantine hold rows of this run."""
+    def wait_for_data(self, timeout: float = 420) -> dict[str, int]:
+        """Poll until the streaming tables hold rows of this run (a few gold windows), then
+        validate silver and gold once with `cryptoflow validate` so dq_results has a run."""
         deadline = time.monotonic() + timeout
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"cryptoflow up exited early:\n{self.tail()}")
             counts = self.counts()
-            if counts["metrics"] >= 9 and all(counts.values()):
-                return counts
-            time.sleep(1)
-        raise AssertionError(
-            f"no serving rows of the simulated run after {timeout}s ({counts}):\n{self.tail()}"
-        )
+            if counts["metrics"] >= 9 and all(counts[t] for t in TABLES[:4]):
+                break
+            time.sleep(2)
+        else:
+            raise AssertionError(
+                f"no serving rows of the simulated run after {timeout}s ({counts}):\n" + self.tail()
+            )
+        validate = subprocess.run(
+            [CLI, "validate", "--table", "all"], cwd=self.log.parent,
+            env=settings_env(self.settings), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert validate.returncode in (0, 1), validate.stdout + validate.stderr
+        return self.counts()
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

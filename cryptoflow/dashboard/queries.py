@@ -99,6 +99,7 @@ VIEWS: tuple[View, ...] = (
         """SELECT s.panel, b.job, b.recorded_at, s.value
            FROM pipeline_batches b
            CROSS JOIN LATERAL (VALUES
+                (0, 'output rows per batch', b.output_rows::numeric),
                 (1, 'input rows per batch', b.input_rows::numeric),
                 (2, 'batch duration (ms)', b.duration_ms::numeric),
                 (3, 'kafka lag (records)', b.kafka_lag::numeric),
