@@ -215,6 +215,8 @@ def run_pipeline(
 ) -> None:
     """Run until ``stop`` is set: children and stages supervised, a status line per stage."""
     from cryptoflow.spark import get_spark
+    from expectations.schedule import PeriodicValidation
+    from pipelines.progress import BatchLogger
 
     settings = settings.replace(source=options.source)
     stop_on_signals(stop)
@@ -239,13 +241,15 @@ def run_pipeline(
             ChildProcess("ingest", cryptoflow_argv(*args), child_env(settings), logs / "ingest.log")
         )
     runners: list[StageRunner] = []
-    spark = None
+    spark = validation = None
     try:
         for child in children:
             child.start()
         if options.stages:
             spark = get_spark(settings, "cryptoflow-up")
             stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
+            spark.streams.addListener(BatchLogger([s for s in options.stages if s != "silver"]))
+            validation = PeriodicValidation(spark, settings).start()
         for stage in options.stages:
             runner = StageRunner(stage, lambda st=stage: start_stage(spark, settings, st))
             runner.start()
@@ -267,6 +271,8 @@ def run_pipeline(
         for child in children:
             if child.name == "ingest":
                 child.stop()  # ingestion first, so it can flush what it received
+        if validation is not None:
+            validation.stop()
         for runner in runners:
             if runner.query is not None and runner.query.isActive:
                 runner.query.stop()
