@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ class BatchLogger(StreamingQueryListener):
         if p.name not in self.names or p.numInputRows == 0:
             return
         sink = p.sink.numOutputRows if p.sink is not None else -1
-        lag = kafka_lag(p.jsonValue() if hasattr(p, "jsonValue") else {})
+        lag = kafka_lag(json.loads(p.json))
         log.info(
             "%s batch=%d input=%d output=%d quarantined=0 duration_ms=%d lag=%s",
             p.name,
