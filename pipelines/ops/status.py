@@ -64,7 +64,7 @@ def snapshot(settings: Settings, services: Sequence[Any] | None = None) -> str:
     now = datetime.now(UTC)
     lines = [f"cryptoflow status  {now.isoformat(timespec='seconds')}", "", "services"]
     for s in services if services is not None else svc.status(settings):
-        lines.append(f"  {s.name:<9} {'up' if s.ok else 'DOWN':<5} {s.mode:<9} {s.detail}")
+        lines.append(f"  {s.name:<9} {'up' if s.healthy else 'DOWN':<5} {s.mode:<9} {s.detail}")
     lines += ["", "checkpoints"]
     rows = [
         (c.job, c.last_committed, _age(c.committed_at, now), " | ".join(c.positions) or "-")
