@@ -16,6 +16,8 @@ from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze
+from pipelines.ops.batches import attach_recorder
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ def ensure_bronze_table(spark: SparkSession, path: str) -> None:
 def start(spark: SparkSession, settings: Settings, available_now: bool = False) -> StreamingQuery:
     """Start the bronze query; ``available_now`` drains what Kafka holds now, then stops."""
     ensure_bronze_table(spark, settings.table_path("bronze"))
+    ensure_checkpoint_owner(settings, "bronze", *job_io(settings, "bronze"))  # ops hook
+    attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     reader = spark.readStream.format("kafka")
     for key, value in kafka_options(settings).items():
         reader = reader.option(key, value)
