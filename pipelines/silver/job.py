@@ -13,6 +13,8 @@ from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from pipelines.bronze.job import ensure_bronze_table
+from pipelines.ops.batches import attach_recorder
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.silver.batch import SilverBatch
 from pipelines.silver.tables import ensure_tables
 from pipelines.silver.transform import parse_frames
@@ -55,6 +57,8 @@ def start(
     )
     bronze = bronze.load(bronze_path)
     check_rules(rules, parse_frames(bronze, _EPOCH))
+    ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook
+    attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     checkpoint = settings.checkpoint_path("silver")
     handler = SilverBatch(settings, rules, unique_rule, query_id_reader(checkpoint))
     writer = (
