@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import CryptoflowError
+from pipelines.ops.batches import latency_percentiles, record_batch
 from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, classify
 from pipelines.silver.mirror import mirror_to_postgres
 from pipelines.silver.tables import (
@@ -205,6 +206,15 @@ class SilverBatch:
         s.latency_p50_ms = statistics.median(latencies) if latencies else None
         s.total_output += len(trades)
         s.total_quarantined += quarantined
+        record_batch(  # ops hook: silver's own numbers in pipeline_batches (best effort)
+            self.settings,
+            "silver",
+            batch_id,
+            query_id=self._app,
+            output_rows=len(trades),
+            quarantined=quarantined,
+            **latency_percentiles(latencies),
+        )
         log.info(
             "silver batch=%d input=%d output=%d quarantined=%d duration_ms=%d e2e_p50_ms=%s "
             "failed=%s warned=%s steps_ms=%s",
