@@ -34,7 +34,7 @@ from pipelines.gold.transform import (
     window_start_us,
     window_sums,
 )
-from pipelines.ops.batches import record_batch
+from pipelines.ops.batches import attach_recorder, record_batch
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.serving import UpsertSpec, mirror
 from pipelines.silver.tables import ensure_tables
@@ -187,6 +187,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool = False) 
     ensure_tables(spark, silver_path, settings.table_path("quarantine"))
     ensure_gold_table(spark, gold_path)
     ensure_checkpoint_owner(settings, "gold", *job_io(settings, "gold"))
+    attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     writer = (
         spark.readStream.format("delta")
         # Rows of rewritten files come again: harmless, they only name windows to recompute.
