@@ -3,7 +3,9 @@ exactly the rows of the live run, in Delta and in PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -14,6 +16,7 @@ from pipelines.ops.checkpoints import read_owner
 from pipelines.ops.replay import ReplayError, replay
 from pipelines.silver import job as silver_job
 from pipelines.silver.mirror import RAW_TRADES
+from tests.conftest import wait_until
 from tests.pipeline_helpers import isolated, pg_rows, produce, produce_trades, trades
 
 pytestmark = pytest.mark.integration
@@ -69,6 +72,23 @@ def test_replay_gives_the_live_rows(spark, settings, unique, tmp_path):
     metrics = pg_metrics(s)
     assert len(silver) + len(quarantine) == 125 and len(quarantine) >= 5
     assert gold and len(metrics) == len(gold)
+    # The live silver batches are in pipeline_batches (listener + silver's record_batch).
+    query_id = json.loads(Path(s.checkpoint_path("silver"), "metadata").read_text())["id"]
+    totals = wait_until(
+        lambda: [
+            r
+            for r in pg_rows(
+                s,
+                "SELECT sum(input_rows), sum(output_rows), sum(quarantined), "
+                "count(latency_p99_ms) FROM pipeline_batches WHERE job = 'silver' "
+                "AND query_id = %s",
+                (query_id,),
+            )
+            if r[0] == 125
+        ],
+        what="silver batches recorded",
+    )
+    assert totals == [(125, len(silver), len(quarantine), totals[0][3])] and totals[0][3] >= 1
 
     # Gold from silver: every column identical, in Delta and in PostgreSQL.
     result = replay(spark, s, "gold")
