@@ -55,8 +55,20 @@ def _job(stage: str):
         raise ConfigError(f"the {stage} job is not available in this build ({e})") from e
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """Set by SIGINT/SIGTERM; the watch loop notices it between py4j calls, so Ctrl-C never
+    interrupts a call into the JVM half-way."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: give up on the clean stop
+            raise KeyboardInterrupt
+        self.requested = True
+        log.info("stop requested (%s)", signal.Signals(signum).name)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -65,20 +77,26 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     stages = selected(args.stages)
     jobs = {stage: _job(stage) for stage in stages}
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest()
     spark = get_spark(settings, "cryptoflow-" + "-".join(stages))
     spark.streams.addListener(BatchLogger([s for s in stages if s != "silver"]))
     queries = []
     try:
         if args.available_now:
             for stage in stages:
+                if stop.requested:
+                    return 0
                 q = jobs[stage].start(spark, settings, available_now=True)
                 queries.append(q)
-                q.awaitTermination()
+                while q.isActive and not stop.requested:
+                    time.sleep(0.5)
+                if q.exception() is not None:
+                    log.error("%s failed: %s", stage, str(q.exception()).strip().splitlines()[0])
+                    return 1
                 log.info("%s drained: %s", stage, status_line([q]))
             return 0
         queries = [jobs[stage].start(spark, settings) for stage in stages]
-        return _watch(queries, settings.run_status_interval_s, status_line)
+        return _watch(queries, settings.run_status_interval_s, status_line, stop)
     except KeyboardInterrupt:
         log.info("stopping %s", ", ".join(stages))
         return 0
@@ -92,10 +110,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         log.info("stopped")
 
 
-def _watch(queries, interval: float, status_line) -> int:
-    """Print a status line every ``interval`` seconds until a query fails."""
+def _watch(queries, interval: float, status_line, stop: _StopRequest) -> int:
+    """Print a status line every ``interval`` seconds until a query fails or a stop is asked."""
     next_status = time.monotonic() + interval
-    while True:
+    while not stop.requested:
         for q in queries:
             if not q.isActive:
                 err = q.exception()
@@ -109,3 +127,5 @@ def _watch(queries, interval: float, status_line) -> int:
             print(status_line(queries), flush=True)
             next_status += interval
         time.sleep(0.5)
+    log.info("stopping %s", ", ".join(q.name for q in queries))
+    return 0
