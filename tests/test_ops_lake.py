@@ -196,3 +196,21 @@ def test_batches_recorded_then_listed(spark, lake, unique, monkeypatch, capsys):
     assert "kafka     up" in out and "postgres  up" in out
     newest = rf"\n\s+{job}\s+{len(recorded) - 1}\s+{recorded[-1][1]}\s"
     assert re.search(newest, out), out  # the job's newest batch, with its input rows
+
+
+def test_a_job_refuses_a_checkpoint_made_for_another_table(spark, lake, tmp_path):
+    from pipelines.bronze import job as bronze_job
+    from pipelines.ops.checkpoints import CheckpointConflict, ensure_checkpoint_owner
+
+    ensure_checkpoint_owner(lake, "bronze", "kafka:other.topic", lake.table_path("bronze"))
+    with pytest.raises(CheckpointConflict) as e:
+        bronze_job.start(spark, lake)
+    ckpt = lake.checkpoint_path("bronze")
+    bronze = lake.table_path("bronze")
+    assert str(e.value) == (
+        f"checkpoint {ckpt} belongs to job bronze (kafka:other.topic -> {bronze}), not to job "
+        f"bronze (kafka:{lake.kafka_topic} -> {bronze}): point CRYPTOFLOW_CHECKPOINT_ROOT / "
+        "CRYPTOFLOW_LAKE_ROOT back at the tables this checkpoint was made for, or move "
+        f"{ckpt} aside to start bronze from scratch (it then reprocesses its whole source)"
+    )
+    assert not spark.streams.active or all(q.name != "bronze" for q in spark.streams.active)
