@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -106,3 +108,56 @@ def test_silver_mirrors_exactly_and_quarantines_duplicates_once(spark, settings,
     assert junk_count == 1 and "frame_parses" in junk_reasons
     quarantine = spark.read.format("delta").load(s.table_path("quarantine"))
     assert quarantine.count() == 22
+
+
+def test_replayed_batch_after_crash_between_delta_and_postgres_is_identical(
+    spark, settings, unique, tmp_path
+):
+    """A crash after the silver commit but before PostgreSQL: the replay (a fresh handler,
+    as after a restart) must neither quarantine its own rows as duplicates nor change them."""
+    from expectations.rules import trade_rules, unique_key_rule
+    from pipelines.bronze.job import ensure_bronze_table
+    from pipelines.bronze.transform import BRONZE_SCHEMA
+    from pipelines.silver.batch import SilverBatch
+    from pipelines.silver.tables import ensure_tables
+
+    s = isolated(settings, unique, tmp_path)
+    payloads = trades(40, s.symbols)
+    rows = [
+        (frame(t), t["s"], s.kafka_topic, 0, i, __import__("datetime").datetime.now(),
+         [("source", "simulator")], None, None)
+        for i, t in enumerate(payloads + payloads[:3])
+    ]  # fmt: skip
+    batch = spark.createDataFrame(rows, BRONZE_SCHEMA)
+    ensure_bronze_table(spark, s.table_path("bronze"))
+    ensure_tables(spark, s.table_path("silver"), s.table_path("quarantine"))
+    rules, unique_rule = trade_rules(s), unique_key_rule(s)
+
+    def handler(settings_):
+        return SilverBatch(settings_, rules, unique_rule, lambda _: f"app-{unique}")
+
+    down = s.replace(postgres_dsn="postgresql://nobody:x@127.0.0.1:1/none", mirror_retry_seconds=0)
+    with pytest.raises(Exception, match="mirroring silver batch 7 to PostgreSQL failed"):
+        handler(down)(batch, 7)
+    silver = spark.read.format("delta").load(s.table_path("silver"))
+    first = sorted(tuple(r) for r in silver.collect())
+    assert len(first) == 40 and pg_trades(s, s.symbols) == {}
+
+    replay = handler(s)
+    replay(batch, 7)
+    assert sorted(tuple(r) for r in silver.collect()) == first  # Delta skipped the append
+    assert replay.stats.output_rows == 40 and replay.stats.quarantined == 3
+    assert pg_trades(s, s.symbols) == expected(payloads)
+    spark_times = pg_rows(s, "SELECT DISTINCT spark_time FROM raw_trades WHERE symbol = ANY(%s)",
+                          (s.symbols,))  # fmt: skip
+    # The same spark_time as the Delta rows (PySpark returns naive local datetimes).
+    assert [t for (t,) in spark_times] == [first[0][8].astimezone(UTC)]
+    quarantine = spark.read.format("delta").load(s.table_path("quarantine"))
+    assert quarantine.count() == 3
+    # A batch with nothing new still leaves its silver commit (the replay ledger).
+    from pipelines.silver.tables import find_committed_batch
+
+    again = handler(s)
+    again(batch, 8)
+    assert again.stats.output_rows == 0 and again.stats.quarantined == 43
+    assert find_committed_batch(spark, s.table_path("silver"), f"app-{unique}", 8) is not None
