@@ -109,6 +109,12 @@ def test_as_of_version_and_timestamp_read_the_old_snapshot(lake, spark):
     stored = recent_runs(reader_dsn(lake), limit=50, table="silver")
     assert any(r.delta_version == 0 and r.success and r.rows == 20 for r in stored)
     assert parse_as_of("2026-11-26T01:00:00Z") == datetime(2026, 11, 26, 1, tzinfo=UTC)
+    from expectations.checkpoint import read_version
+
+    df, version = read_version(spark, lake, "silver", datetime.now(UTC))
+    assert (version, df.count()) == (1, 23)
+    with pytest.raises(Exception, match="no version at or before"):
+        read_version(spark, lake, "silver", datetime(2020, 1, 1, tzinfo=UTC))
     with pytest.raises(Exception, match="expected a Delta version .* or an ISO timestamp"):
         parse_as_of("yesterday")
 
