@@ -457,3 +457,22 @@ def test_cli_rejects_bad_flags_with_a_clear_message(capsys, monkeypatch, sim_set
     monkeypatch.setenv("CRYPTOFLOW_DATA_DIR", str(sim_settings.data_dir))
     assert cli_main(["simulate", "--rate", "0"]) == 2
     assert "--rate 0.0 must be in (0, 1000000] trades/s" in capsys.readouterr().err
+
+
+def test_wait_for_client_starts_the_market_on_the_first_connection(sim_settings, tmp_path):
+    record = tmp_path / "rec.jsonl"
+    opts = SimulatorOptions(port=0, seed=3, rate=500, max_trades=50, record=record,
+                            wait_for_client=True)  # fmt: skip
+    with run_simulator_in_thread(sim_settings, opts) as sim:
+        status, trades, _ = get_json(f"{sim.rest_url}/api/v3/trades?symbol=BTCUSDT")
+        assert (status, trades, sim.stats()["trades_generated"]) == (200, [], 0)
+
+        async def scenario():
+            async with connect(f"{sim.ws_url}/stream?streams={STREAMS}") as ws:
+                return [json.loads(await ws.recv())["data"] for _ in range(3 * 50)]
+
+        received = run(scenario())
+    # Every generated trade reached the first client: the record holds nothing it missed.
+    assert sorted((t["s"], t["t"]) for t in received) == sorted(
+        (t["s"], t["t"]) for t in read_record(record)
+    )

@@ -60,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="append every generated trade (streamed or skipped) to PATH as JSON lines",
     )
     g.add_argument(
+        "--wait-for-client",
+        action="store_true",
+        help="start trading when the first WebSocket client connects (tests: every trade of "
+        "the record can reach a client)",
+    )
+    g.add_argument(
         "--retention",
         type=int,
         default=d.retention,
@@ -171,6 +177,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         max_trades=args.max_trades,
         record=args.record,
         retention=args.retention,
+        wait_for_client=args.wait_for_client,
         ping_interval=args.ping_interval,
         pong_timeout=args.pong_timeout,
         max_lifetime=args.max_lifetime,

@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--sim-skip-ids", type=int, help="skip N ids on the stream now and then")
     sim.add_argument("--sim-skip-every", type=int, help="streamed trades between two skips")
     sim.add_argument("--sim-malformed-every", type=int, help="a malformed frame every N trades")
+    sim.add_argument(
+        "--sim-wait-for-client", action="store_true",
+        help="the simulator starts trading when ingestion connects (exact test runs)",
+    )  # fmt: skip
     p.set_defaults(handler=run)
 
 
@@ -73,6 +77,8 @@ def options_from_args(settings: Settings, args: argparse.Namespace) -> UpOptions
             f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}"
         )
     sim_args: list[str] = []
+    if args.sim_wait_for_client:
+        sim_args.append("--wait-for-client")
     for attr, flag in _SIM_FLAGS.items():
         value = getattr(args, attr)
         if value is not None:

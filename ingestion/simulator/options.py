@@ -24,6 +24,7 @@ class SimulatorOptions:
     max_trades: int | None = None  # stop generating after this many trades PER SYMBOL
     record: Path | None = None  # JSON lines of every generated trade (appended)
     retention: int = 200_000  # trades (and aggTrades) per symbol kept for REST
+    wait_for_client: bool = False  # start the market when the first WebSocket client connects
     # --- protocol limits (Binance's values by default)
     ping_interval: float = 20.0  # seconds between server pings
     pong_timeout: float = 60.0  # disconnect when a ping is not answered within this
@@ -91,5 +92,8 @@ class SimulatorOptions:
             if value is None or value == f.default:
                 continue
             flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag)  # a store_true switch (defaults are False)
+                continue
             args += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
         return args

@@ -66,6 +66,7 @@ class Simulator:
         self.feeds: list[SymbolFeed] = []
         self._trade_streams = {s.symbol: s.symbol.lower() + "@trade" for s in self.specs}
         self.finished = asyncio.Event()
+        self._client_seen = asyncio.Event()
         self.port = 0
         self.started_at = 0.0
         self.counters = collections.Counter()
@@ -93,14 +94,7 @@ class Simulator:
             create_connection=connection_class,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        start_ms = int(time.time() * 1000)
-        rates = split_rate(self.specs, opts.rate)
-        self.feeds = [
-            SymbolFeed(s, rates[s.symbol], self.seed, self.ids, start_ms, opts.max_trades)
-            for s in self.specs
-        ]
-        self.started_at = time.monotonic()
-        self._tasks.append(asyncio.create_task(self._market_loop(), name="sim-market"))
+        self._tasks.append(asyncio.create_task(self._run_market(), name="sim-market"))
         if opts.drop_every:
             self._tasks.append(asyncio.create_task(self._every(opts.drop_every, self.drop_all)))
         if opts.shutdown_every:
@@ -131,6 +125,20 @@ class Simulator:
         log.info("simulator stopped %s", _kv(self.stats()))
 
     # ----- market
+    async def _run_market(self) -> None:
+        """Start the market now, or with ``wait_for_client`` when the first stream client
+        connects (so a test's oracle record holds only trades a client could receive)."""
+        if self.options.wait_for_client:
+            await self._client_seen.wait()
+        rates = split_rate(self.specs, self.options.rate)
+        start_ms = int(time.time() * 1000)
+        self.feeds = [
+            SymbolFeed(s, rates[s.symbol], self.seed, self.ids, start_ms, self.options.max_trades)
+            for s in self.specs
+        ]
+        self.started_at = time.monotonic()
+        await self._market_loop()
+
     async def _market_loop(self) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -279,6 +287,7 @@ class Simulator:
         conn.subs.combined = combined
         conn.subs.add(streams)
         self.connections.add(conn)
+        self._client_seen.set()
         self.counters["connections_total"] += 1
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(
