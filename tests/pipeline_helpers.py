@@ -97,3 +97,19 @@ def expected(payloads: list[dict]) -> dict[tuple[str, int], tuple]:
         (t["s"], t["t"]): (Decimal(t["p"]), Decimal(t["q"]), t["m"], t["T"], t["E"])
         for t in payloads
     }
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """Environment that makes a ``cryptoflow`` subprocess use exactly these settings."""
+    import dataclasses
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOFLOW_")}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"CRYPTOFLOW_{f.name.upper()}"] = str(value)
+    return env
