@@ -3,31 +3,21 @@ user starts it, on the session's services with its own topic, lake and checkpoin
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptoflow.config import PREFIX, Settings
+from cryptoflow.config import Settings
 from cryptoflow.db import connect
 from cryptoflow.services import postgres
+from cryptoflow.supervisor import child_env
 from tests.conftest import free_port
 
 CLI = str(Path(sys.executable).parent / "cryptoflow")
 TABLES = ("raw_trades", "metrics", "quarantine", "pipeline_batches", "dq_results")
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """This process's environment without CRYPTOFLOW_*, plus every setting of ``s``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-    for f in fields(s):
-        value = getattr(s, f.name)
-        env[PREFIX + f.name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    return env
 
 
 class SimRun:
@@ -46,7 +36,7 @@ class SimRun:
         argv = [CLI, "up", "--source", "sim", "--sim-rate", str(rate), "--sim-seed", "11",
                 "--sim-malformed-every", "25", "--status-every", "5"]  # fmt: skip
         self.proc = subprocess.Popen(
-            argv, cwd=workdir, env=settings_env(self.settings),
+            argv, cwd=workdir, env=child_env(self.settings),
             stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -83,7 +73,7 @@ class SimRun:
             )
         validate = subprocess.run(
             [CLI, "validate", "--table", "all"], cwd=self.log.parent,
-            env=settings_env(self.settings), capture_output=True, text=True, timeout=600,
+            env=child_env(self.settings), capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert validate.returncode in (0, 1), validate.stdout + validate.stderr
         return self.counts()

@@ -1,4 +1,5 @@
-"""Serving-table data shared by the dashboard tests (Grafana queries, the live page)."""
+"""Serving-table data shared by the dashboard tests (Grafana queries, the live page): a short
+simulated pipeline run, `cryptoflow up --source sim` as a user starts it."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.serving_data import GeneratedRun
+from tests.conftest import make_data_dir
+from tests.sim_run import SimRun
 
 
 @pytest.fixture(scope="session")
-def pipeline_run(settings) -> Iterator[GeneratedRun]:
-    """Rows in raw_trades, metrics, quarantine, pipeline_batches and dq_results; ``more()``
-    brings newer ones. Generated until `cryptoflow up --source sim` can fill them (sim_run)."""
-    yield GeneratedRun(settings)
+def pipeline_run(settings) -> Iterator[SimRun]:
+    """Rows in raw_trades, metrics, quarantine, pipeline_batches and dq_results written by a
+    running pipeline; newer rows keep arriving while the session lasts."""
+    run = SimRun(settings, make_data_dir("cryptoflow-dashboard-"))
+    try:
+        run.wait_for_data()
+        yield run
+    finally:
+        run.stop()
