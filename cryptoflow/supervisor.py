@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import logging
 import os
 import signal
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptoflow.config import Settings
+from pipelines import STAGES, job_module
 
 log = logging.getLogger("cryptoflow.up")
 
-STAGES = ("bronze", "silver", "gold")
 MAX_BACKOFF_S = 60.0
 
 
@@ -203,10 +202,6 @@ def prepare(settings: Settings, progress: Callable[[str], None]) -> list[str]:
     return started
 
 
-def start_stage(spark, settings: Settings, stage: str):
-    return importlib.import_module(f"pipelines.{stage}.job").start(spark, settings)
-
-
 def run_pipeline(
     settings: Settings,
     options: UpOptions,
@@ -251,7 +246,7 @@ def run_pipeline(
             spark.streams.addListener(BatchLogger([s for s in options.stages if s != "silver"]))
             validation = PeriodicValidation(spark, settings).start()
         for stage in options.stages:
-            runner = StageRunner(stage, lambda st=stage: start_stage(spark, settings, st))
+            runner = StageRunner(stage, lambda st=stage: job_module(st).start(spark, settings))
             runner.start()
             runners.append(runner)
         progress(f"up: running {', '.join([c.name for c in children] + list(options.stages))}"

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import time
 
 from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError
+from pipelines import STAGES, job_module
 
 log = logging.getLogger("cryptoflow.run")
-STAGES = ("bronze", "silver", "gold")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,13 +46,6 @@ def selected(stages: list[str]) -> list[str]:
     return list(STAGES) if "all" in stages else [s for s in STAGES if s in stages]
 
 
-def _job(stage: str):
-    try:
-        return importlib.import_module(f"pipelines.{stage}.job")
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"the {stage} job is not available in this build ({e})") from e
-
-
 class _StopRequest:
     """Set by SIGINT/SIGTERM; the watch loop notices it between py4j calls, so Ctrl-C never
     interrupts a call into the JVM half-way."""
@@ -76,7 +67,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.progress import BatchLogger, status_line
 
     stages = selected(args.stages)
-    jobs = {stage: _job(stage) for stage in stages}
+    jobs = {stage: job_module(stage) for stage in stages}
     stop = _StopRequest()
     spark = get_spark(settings, "cryptoflow-" + "-".join(stages))
     spark.streams.addListener(BatchLogger([s for s in stages if s != "silver"]))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cryptoflow.config import SOURCES, Settings
 from cryptoflow.errors import ConfigError
-from cryptoflow.supervisor import STAGES, UpOptions, run_pipeline
+from cryptoflow.supervisor import UpOptions, run_pipeline
+from pipelines import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
