@@ -98,10 +98,10 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots, self.interval = roots, interval
         self.peak_kb, self.peak_detail = 0, {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             detail = {}
             for pid in _children(set(self.roots())):
                 detail[f"{pid} {_comm(pid)[:80]}"] = _pss_kb(pid)
@@ -110,7 +110,7 @@ class MemorySampler(threading.Thread):
                 self.peak_kb, self.peak_detail = total, detail
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
 
