@@ -14,16 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
-import subprocess
 import time
 
 from confluent_kafka import Producer
-from stack import MemorySampler, private_stack, save, service_pids
-
-from cryptoflow.db import connect
-from cryptoflow.services.postgres import admin_dsn
-from cryptoflow.supervisor import child_env, cryptoflow_argv
+from stack import private_stack, running_up, save
 
 LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
 
@@ -69,17 +63,9 @@ def main() -> None:
         t = time.monotonic()
         produce(s, args.trades)
         print(f"bench: produced {args.trades} trades in {time.monotonic() - t:.1f}s", flush=True)
-        log = s.data_dir / "up.log"
         started = time.monotonic()
-        up = subprocess.Popen(
-            cryptoflow_argv("up", "--no-ingest", "--status-every", "10"),
-            env=child_env(s), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        sampler = MemorySampler(lambda: service_pids(s) | {up.pid})
-        sampler.start()
-        conn = connect(admin_dsn(s))
-        conn.autocommit = True
-        try:
+        with running_up(s, "--no-ingest", "--status-every", "10") as run:
+            up, log, conn = run.proc, run.log, run.conn
             while True:
                 with conn.cursor() as cur:
                     cur.execute("SELECT count(*) FROM raw_trades")
@@ -102,18 +88,13 @@ def main() -> None:
                     "min(pg_xact_commit_timestamp(xmin))) FROM raw_trades"
                 )
                 commit_span = float(cur.fetchone()[0])
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(120)
-            sampler.stop()
-            conn.close()
     result = {
         "trades": args.trades,
         "seconds_total": total,
         "trades_per_s_total": args.trades / total,
         "seconds_first_to_last_commit": commit_span,
         "trades_per_s_steady": args.trades / commit_span if commit_span else None,
-        "peak_rss_mb": sampler.peak_kb / 1024,
+        "peak_rss_mb": run.sampler.peak_kb / 1024,
     }
     print(
         f"drained {args.trades} trades in {total:.0f}s: {result['trades_per_s_total']:.0f} "

@@ -14,15 +14,9 @@ broker and Postgres) on a private stack for ``--seconds`` after a warm-up, then 
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import time
 
-from stack import MemorySampler, percentile, private_stack, save, service_pids
-
-from cryptoflow.db import connect
-from cryptoflow.services.postgres import admin_dsn
-from cryptoflow.supervisor import child_env, cryptoflow_argv
+from stack import percentile, private_stack, running_up, save
 
 LAT_TRADES = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - trade_time) * 1000
@@ -40,43 +34,30 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds ignored after start")
     args = ap.parse_args()
 
-    with private_stack() as s:
-        log = s.data_dir / "up.log"
-        up = subprocess.Popen(
-            cryptoflow_argv("up", "--source", "sim", "--sim-rate", str(args.rate),
-                            "--sim-seed", "1", "--status-every", "10"),
-            env=child_env(s), stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        sampler = MemorySampler(lambda: service_pids(s) | {up.pid})
-        sampler.start()
-        conn = connect(admin_dsn(s))
-        conn.autocommit = True
-        try:
-            # Warm-up: until the first metrics row is committed, then --warmup more seconds.
-            while True:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM metrics")
-                    if cur.fetchone()[0]:
-                        break
-                if up.poll() is not None:
-                    raise SystemExit(f"cryptoflow up exited early; see {log}")
-                time.sleep(1)
-            time.sleep(args.warmup)
+    up_args = ("--source", "sim", "--sim-rate", str(args.rate), "--sim-seed", "1",
+               "--status-every", "10")  # fmt: skip
+    with private_stack() as s, running_up(s, *up_args) as run:
+        up, log, conn = run.proc, run.log, run.conn
+        # Warm-up: until the first metrics row is committed, then --warmup more seconds.
+        while True:
             with conn.cursor() as cur:
-                cur.execute("SELECT now()")
-                since = cur.fetchone()[0]
-            print(f"bench: measuring {args.seconds:.0f}s from {since}", flush=True)
-            time.sleep(args.seconds)
-            with conn.cursor() as cur:
-                cur.execute(LAT_TRADES, (since,))
-                trades = [float(r[0]) for r in cur.fetchall()]
-                cur.execute(LAT_METRICS, (since,))
-                rows = cur.fetchall()
-        finally:
-            up.send_signal(signal.SIGINT)
-            up.wait(120)
-            sampler.stop()
-            conn.close()
+                cur.execute("SELECT count(*) FROM metrics")
+                if cur.fetchone()[0]:
+                    break
+            if up.poll() is not None:
+                raise SystemExit(f"cryptoflow up exited early; see {log}")
+            time.sleep(1)
+        time.sleep(args.warmup)
+        with conn.cursor() as cur:
+            cur.execute("SELECT now()")
+            since = cur.fetchone()[0]
+        print(f"bench: measuring {args.seconds:.0f}s from {since}", flush=True)
+        time.sleep(args.seconds)
+        with conn.cursor() as cur:
+            cur.execute(LAT_TRADES, (since,))
+            trades = [float(r[0]) for r in cur.fetchall()]
+            cur.execute(LAT_METRICS, (since,))
+            rows = cur.fetchall()
     short = [float(r[0]) for r in rows if r[1].total_seconds() == s.window_seconds]
     result = {
         "rate": args.rate,
@@ -85,8 +66,8 @@ def main() -> None:
                        "p99_ms": percentile(trades, 0.99)},
         "metrics": {"rows": len(short), "p50_ms": percentile(short, 0.5),
                     "p99_ms": percentile(short, 0.99)},
-        "peak_rss_mb": sampler.peak_kb / 1024,
-        "peak_rss_by_process_mb": {k: v / 1024 for k, v in sampler.peak_detail.items()},
+        "peak_rss_mb": run.sampler.peak_kb / 1024,
+        "peak_rss_by_process_mb": {k: v / 1024 for k, v in run.sampler.peak_detail.items()},
     }  # fmt: skip
     print(
         f"raw_trades commit-trade_time: p50={result['raw_trades']['p50_ms']:.0f} ms "

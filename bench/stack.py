@@ -7,12 +7,15 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +53,41 @@ def private_stack(**overrides) -> Iterator[Settings]:
         services.down(s, progress=lambda _: None)
         if not os.environ.get("CRYPTOFLOW_BENCH_KEEP"):
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass
+class UpRun:
+    """A running ``cryptoflow up`` of a benchmark: the process, its log, the stack's memory
+    sampler and an autocommit admin connection for polling the serving tables."""
+
+    proc: subprocess.Popen
+    log: Path
+    sampler: MemorySampler
+    conn: object
+
+
+@contextlib.contextmanager
+def running_up(s: Settings, *args: str) -> Iterator[UpRun]:
+    """``cryptoflow up ARGS`` on the private stack, stopped with Ctrl-C (SIGINT) at the end."""
+    from cryptoflow.db import connect
+    from cryptoflow.supervisor import child_env, cryptoflow_argv
+
+    log = s.data_dir / "up.log"
+    proc = subprocess.Popen(
+        cryptoflow_argv("up", *args), env=child_env(s), stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    sampler = MemorySampler(lambda: service_pids(s) | {proc.pid})
+    sampler.start()
+    conn = connect(postgres.admin_dsn(s))
+    conn.autocommit = True
+    try:
+        yield UpRun(proc, log, sampler, conn)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+        sampler.stop()
+        conn.close()
 
 
 def _pss_kb(pid: int) -> int:
