@@ -1,8 +1,10 @@
 """JARs from Maven Central, resolved once with Maven into a local cache.
 
-Two sets live side by side in the cache: ``spark/`` (Delta and the Kafka connector, added to
-the Spark driver's classpath) and ``kafka/`` (a complete Apache Kafka broker). After the first
-``cryptoflow setup`` nothing here needs the network.
+Sets live side by side in the cache: ``spark/`` (Delta and the Kafka connector, added to
+the Spark driver's classpath), ``kafka/`` (a complete Apache Kafka broker) and ``docs/``
+(WebJars whose JavaScript, CSS and fonts make the Data Docs work offline, declared in
+``expectations.docs_assets``). After the first ``cryptoflow setup`` nothing here needs the
+network.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class JarSet:
     name: str
     artifacts: tuple[str, ...]  # group:artifact:version
     exclude_artifacts: tuple[str, ...] = ()
+    transitive: bool = True  # False: exactly the listed artifacts, none of their dependencies
 
     def directory(self, cache: Path) -> Path:
         return cache / f"{self.name}-{_digest(self)}"
@@ -57,7 +60,8 @@ KAFKA_JARS = JarSet(
 def _digest(js: JarSet) -> str:
     import hashlib
 
-    return hashlib.sha1("|".join(js.artifacts + js.exclude_artifacts).encode()).hexdigest()[:10]
+    parts = js.artifacts + js.exclude_artifacts + (() if js.transitive else ("no-transitive",))
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
 
 
 def _pom(js: JarSet) -> str:
@@ -129,6 +133,8 @@ def _copy_dependencies(mvn: str, js: JarSet, target: Path, repo_url: str) -> Non
         ]  # fmt: skip
         if js.exclude_artifacts:
             cmd.append(f"-DexcludeArtifactIds={','.join(js.exclude_artifacts)}")
+        if not js.transitive:
+            cmd.append("-DexcludeTransitive=true")
         proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).splitlines()
