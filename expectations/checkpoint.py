@@ -2,8 +2,9 @@
 
 ``run_validation(spark, settings, "silver"|"gold", as_of)`` reads the table (now, at a
 version, or at a timestamp), validates it against its suite with a GE checkpoint whose
-``UpdateDataDocsAction`` rebuilds the Data Docs under ``<data_dir>/gx``, and stores the run's
-summary in PostgreSQL ``dq_results`` (``expectations.history``). Parse-level expectations
+``UpdateDataDocsAction`` rebuilds the Data Docs under ``<data_dir>/gx`` (then made
+self-contained by ``expectations.docs_assets``: no CDN loads), and stores the run's summary
+in PostgreSQL ``dq_results`` (``expectations.history``). Parse-level expectations
 (``meta.hot_path_only``) are skipped: silver does not keep the columns they read.
 """
 
@@ -23,6 +24,7 @@ from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import CryptoflowError
+from expectations.docs_assets import assets_dir, localize_site
 from expectations.params import suite_parameters
 from expectations.suites import read_suite, resolved_suite
 
@@ -191,6 +193,18 @@ def fix_favicon(index: str | None) -> None:
         shutil.copyfile(icon, target)
 
 
+def finish_docs(index: str | None, settings: Settings) -> None:
+    """Make the site just built work offline: the favicon fix, then the vendored assets and
+    local URLs. Data Docs are a by-product: a failure here is a warning, never a failed run."""
+    if not index:
+        return
+    try:
+        fix_favicon(index)
+        localize_site(Path(index).parent, assets_dir(settings.jar_cache))
+    except Exception as e:  # noqa: BLE001 - the validation result stands without its docs
+        log.warning("Data Docs: could not make the site at %s self-contained: %s", index, e)
+
+
 def run_validation(
     spark: SparkSession,
     settings: Settings,
@@ -238,7 +252,7 @@ def run_validation(
         docs_index=docs_index(context),
         outcomes=outcomes,
     )
-    fix_favicon(run.docs_index)
+    finish_docs(run.docs_index, settings)
     log.info(
         "validation table=%s version=%d rows=%d success=%s evaluated=%d failed=%d duration_ms=%d",
         table, version, rows, run.success, run.evaluated, len(run.failed), run.duration_ms,

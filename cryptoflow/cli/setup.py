@@ -9,6 +9,7 @@ from importlib.metadata import version
 
 from cryptoflow import db, services
 from cryptoflow.config import Settings
+from cryptoflow.errors import ServiceError
 from cryptoflow.jars import KAFKA_JARS, SPARK_JARS, ensure_jars, jar_paths
 from cryptoflow.services import kafka, postgres
 from cryptoflow.services.process import java_binary
@@ -23,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Prepare everything the pipeline needs; safe to run again. Checks Java and the "
             "Python dependencies, resolves the Spark (Delta, Kafka connector) and Kafka broker "
-            "JARs from Maven Central into CRYPTOFLOW_JAR_CACHE (once; offline afterwards), "
+            "JARs and the Data Docs' JavaScript/CSS WebJars from Maven Central into "
+            "CRYPTOFLOW_JAR_CACHE (once; offline afterwards), "
             "creates the data directory, starts the embedded services, applies the SQL "
             "migrations, creates the pipeline and analyst logins and the raw topic. Services "
             "are left running."
@@ -49,6 +51,15 @@ def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[],
             return f"{'fetched' if fetched else 'cached'} {n} jars in {js.directory(s.jar_cache)}"
 
         return step
+
+    def docs_assets() -> str:
+        from expectations.docs_assets import ASSETS, ensure_docs_assets
+
+        try:
+            directory, fetched = ensure_docs_assets(s.jar_cache, s.maven_repo)
+        except ServiceError as e:  # Data Docs still build; their pages then use the CDNs
+            return f"unavailable, Data Docs will load them from CDNs: {e}"
+        return f"{'fetched' if fetched else 'cached'} {len(ASSETS)} assets in {directory}"
 
     def data_dir() -> str:
         s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +91,7 @@ def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[],
     ]
     if s.embedded_kafka:
         steps.append(("kafka jars", jars(KAFKA_JARS)))
+    steps.append(("docs assets", docs_assets))
     if jars_only:
         return steps
     if s.embedded_postgres:
