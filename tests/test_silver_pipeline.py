@@ -85,9 +85,10 @@ def test_silver_mirrors_exactly_and_quarantines_duplicates_once(spark, settings,
     produce_trades(s, dups + more)
     produce(s, [(b"junk", b"not json")])
 
-    def q_count(n):
+    def q_count(n):  # Postgres is written before Delta: wait for both
         return lambda: (
             len(pg_rows(s, "SELECT 1 FROM quarantine WHERE topic = %s", (s.kafka_topic,))) >= n
+            and spark.read.format("delta").load(s.table_path("quarantine")).count() >= n
         )
 
     _run_until(spark, s, lambda: silver_count(350)() and q_count(22)(), "duplicates in quarantine")
@@ -110,54 +111,68 @@ def test_silver_mirrors_exactly_and_quarantines_duplicates_once(spark, settings,
     assert quarantine.count() == 22
 
 
-def test_replayed_batch_after_crash_between_delta_and_postgres_is_identical(
-    spark, settings, unique, tmp_path
+@pytest.mark.parametrize("crash_at", ["_new_rows", "advance"])
+def test_replayed_batch_after_a_crash_is_identical(
+    spark, settings, unique, tmp_path, monkeypatch, crash_at
 ):
-    """A crash after the silver commit but before PostgreSQL: the replay (a fresh handler,
-    as after a restart) must neither quarantine its own rows as duplicates nor change them."""
+    """A crash after PostgreSQL but before the silver commit (``_new_rows``), or after every
+    write (``advance``): the replay (a fresh handler, as after a restart) must neither
+    quarantine its own rows as duplicates nor change or repeat any row."""
+    from datetime import datetime
+
     from expectations.rules import trade_rules, unique_key_rule
     from pipelines.bronze.job import ensure_bronze_table
     from pipelines.bronze.transform import BRONZE_SCHEMA
-    from pipelines.silver.batch import SilverBatch
-    from pipelines.silver.tables import ensure_tables
+    from pipelines.silver import batch as silver_batch
+    from pipelines.silver.tables import ensure_tables, find_committed_batch
+    from pipelines.silver.transform import parse_frames
+    from pipelines.silver.validate import apply_rules
 
     s = isolated(settings, unique, tmp_path)
     payloads = trades(40, s.symbols)
     rows = [
-        (frame(t), t["s"], s.kafka_topic, 0, i, __import__("datetime").datetime.now(),
-         [("source", "simulator")], None, None)
+        (frame(t), t["s"], s.kafka_topic, 0, i, datetime.now(), [("source", "simulator")],
+         None, None)
         for i, t in enumerate(payloads + payloads[:3])
     ]  # fmt: skip
-    batch = spark.createDataFrame(rows, BRONZE_SCHEMA)
     ensure_bronze_table(spark, s.table_path("bronze"))
     ensure_tables(spark, s.table_path("silver"), s.table_path("quarantine"))
     rules, unique_rule = trade_rules(s), unique_key_rule(s)
+    batch_time = datetime.now(UTC).replace(microsecond=0)  # the offset log's batch timestamp
+    batch = apply_rules(parse_frames(spark.createDataFrame(rows, BRONZE_SCHEMA), batch_time), rules)
 
-    def handler(settings_):
-        return SilverBatch(settings_, rules, unique_rule, lambda _: f"app-{unique}")
+    def handler():
+        return silver_batch.SilverBatch(s, rules, unique_rule, lambda _: f"app-{unique}")
 
-    down = s.replace(postgres_dsn="postgresql://nobody:x@127.0.0.1:1/none", mirror_retry_seconds=0)
-    with pytest.raises(Exception, match="mirroring silver batch 7 to PostgreSQL failed"):
-        handler(down)(batch, 7)
+    def crash(*args, **kwargs):
+        raise RuntimeError("crash")
+
+    with monkeypatch.context() as m:
+        if crash_at == "advance":
+            m.setattr(silver_batch.KeyIndex, "advance", crash)
+        else:
+            m.setattr(silver_batch, crash_at, crash)
+        with pytest.raises(RuntimeError, match="crash"):
+            handler()(batch, 7)
+    assert pg_trades(s, s.symbols) == expected(payloads)  # Postgres is written first
     silver = spark.read.format("delta").load(s.table_path("silver"))
-    first = sorted(tuple(r) for r in silver.collect())
-    assert len(first) == 40 and pg_trades(s, s.symbols) == {}
+    quarantine = spark.read.format("delta").load(s.table_path("quarantine"))
+    assert silver.count() == (40 if crash_at == "advance" else 0)
 
-    replay = handler(s)
+    replay = handler()
     replay(batch, 7)
-    assert sorted(tuple(r) for r in silver.collect()) == first  # Delta skipped the append
     assert replay.stats.output_rows == 40 and replay.stats.quarantined == 3
+    assert silver.count() == 40 and quarantine.count() == 3  # nothing written twice
     assert pg_trades(s, s.symbols) == expected(payloads)
     spark_times = pg_rows(s, "SELECT DISTINCT spark_time FROM raw_trades WHERE symbol = ANY(%s)",
                           (s.symbols,))  # fmt: skip
-    # The same spark_time as the Delta rows (PySpark returns naive local datetimes).
-    assert [t for (t,) in spark_times] == [first[0][8].astimezone(UTC)]
-    quarantine = spark.read.format("delta").load(s.table_path("quarantine"))
-    assert quarantine.count() == 3
+    delta_times = {r[0] for r in silver.select("spark_time").distinct().collect()}
+    # One spark_time, the batch's, in Delta and Postgres (PySpark returns naive local times).
+    assert [t for (t,) in spark_times] == [batch_time]
+    assert {t.astimezone(UTC) for t in delta_times} == {batch_time}
     # A batch with nothing new still leaves its silver commit (the replay ledger).
-    from pipelines.silver.tables import find_committed_batch
-
-    again = handler(s)
+    again = handler()
     again(batch, 8)
     assert again.stats.output_rows == 0 and again.stats.quarantined == 43
     assert find_committed_batch(spark, s.table_path("silver"), f"app-{unique}", 8) is not None
+    assert silver.count() == 40

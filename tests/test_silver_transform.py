@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from cryptoflow.errors import ConfigError
 from pipelines.bronze.transform import BRONZE_SCHEMA
 from pipelines.serving import copy_value
-from pipelines.silver.dedup import classify
+from pipelines.silver.dedup import KeyIndex, classify, new_keys
 from pipelines.silver.transform import SILVER_COLUMNS, parse_frames
 from pipelines.silver.validate import UNSTORABLE, apply_rules, check_rules
 
@@ -118,15 +118,44 @@ def test_check_rules_rejects_bad_actions_names_and_sql(spark):
         check_rules([Rule("b", "no_such_column > 0", "drop")], sample)
 
 
-def test_classify_first_record_wins_and_existing_keys_are_duplicates(spark):
-    frames = [_payload(1, "1", "1"), _payload(2, "1", "1"), _payload(1, "2", "1"),
-              _payload(3, "-1", "1"), _payload(3, "1", "1")]  # fmt: skip
-    rules = [Rule("price_positive", "price > 0", "drop")]
-    evaluated = apply_rules(parse_frames(_bronze(spark, frames), SPARK_TIME), rules)
-    existing = spark.createDataFrame([("BTCUSDT", 2)], "symbol string, trade_id long")
-    got = {r.kafka_offset: r.row_class for r in classify(evaluated, existing).collect()}
-    # offset 3 (price -1) is rejected and does not shadow the valid trade 3 at offset 4.
-    assert got == {0: "new", 1: "duplicate", 2: "duplicate", 3: "rejected", 4: "new"}
+@dataclass(frozen=True)
+class Rec:
+    symbol: str
+    trade_id: int
+    dropped: bool
+    kafka_partition: int
+    kafka_offset: int
+
+
+def test_classify_first_record_wins_and_existing_keys_are_duplicates():
+    rows = [Rec("BTCUSDT", 11, False, 0, 0), Rec("BTCUSDT", 12, False, 0, 1),
+            Rec("BTCUSDT", 11, False, 1, 0), Rec("BTCUSDT", 13, True, 0, 3),
+            Rec("BTCUSDT", 13, False, 0, 4), Rec("ETHUSDT", 5, False, 0, 5)]  # fmt: skip
+    looked_up = []
+
+    def lookup(keys):
+        looked_up.append(keys)
+        return keys & {("BTCUSDT", 12)}
+
+    index = KeyIndex(7, {"BTCUSDT": 12})
+    got = classify(rows, index, lookup)
+    # Offset 3 (dropped) is rejected and does not shadow the valid trade 13 at offset 4;
+    # 11 at partition 1 comes after partition 0's; only ids <= 12 are looked up.
+    assert got == ["new", "duplicate", "duplicate", "rejected", "new", "new"]
+    assert looked_up == [{("BTCUSDT", 11), ("BTCUSDT", 12)}]
+    assert new_keys(rows, got) == {"BTCUSDT": 13, "ETHUSDT": 5}
+    index.advance(8, new_keys(rows, got).items())
+    assert index.version == 8 and index.high == {"BTCUSDT": 13, "ETHUSDT": 5}
+
+
+def test_classify_reads_nothing_when_every_id_is_above_the_index():
+    rows = [Rec("BTCUSDT", i, False, 0, i) for i in range(20, 25)]
+
+    def lookup(keys):
+        raise AssertionError(f"unexpected lookup of {keys}")
+
+    assert classify(rows, KeyIndex(3, {"BTCUSDT": 19}), lookup) == ["new"] * 5
+    assert classify([], KeyIndex(-1), lookup) == []
 
 
 def test_copy_values_are_exact_and_escaped():

@@ -1,14 +1,17 @@
-"""One silver micro-batch (``foreachBatch``): parse, validate, deduplicate, write, mirror.
+"""One silver micro-batch (``foreachBatch``): classify, mirror, write.
 
 Order of writes (the idempotency argument is in docs/pipelines.md):
-1. Delta silver append of the batch's new trades, tagged ``txnAppId=<query id>``,
-   ``txnVersion=<batch id>`` and the batch's ``spark_time`` in ``userMetadata``;
-2. Delta quarantine append of the batch's rejected records, tagged the same way (only
-   when there are any);
-3. one PostgreSQL transaction upserting raw_trades and quarantine.
-A replay of the batch (crash anywhere before Spark's commit log records it) finds its own
-silver commit, reuses its spark_time and the table version that preceded it, and so
-recomputes identical rows; steps 1-3 then skip or no-op what already happened.
+1. one PostgreSQL transaction upserting raw_trades and quarantine (first write of a key
+   wins);
+2. Delta silver append of the batch's new trades, tagged ``txnAppId=<query id>``,
+   ``txnVersion=<batch id>`` and ``userMetadata`` naming the batch;
+3. Delta quarantine append of the batch's rejected records, tagged the same way (only
+   when there are any).
+Rows are a function of the batch's bronze records, its timestamp (kept in the offset log)
+and silver as of the version before the batch. A replay (crash anywhere before Spark's
+commit log records the batch) finds its own silver commit if it made one, classifies
+against the version before it, and so recomputes identical rows; steps 1-3 then no-op or
+skip what already happened.
 """
 
 from __future__ import annotations
@@ -19,24 +22,25 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import CryptoflowError
 from pipelines.ops.batches import latency_percentiles, record_batch
-from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, classify
+from pipelines.silver.dedup import DUPLICATE, NEW, Key, KeyIndex, classify, new_keys
 from pipelines.silver.mirror import mirror_to_postgres
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
     batch_metadata,
     find_committed_batch,
-    latest_version,
+    key_index,
+    keys_in_silver,
+    table_version,
 )
-from pipelines.silver.transform import SILVER_COLUMNS, parse_frames
-from pipelines.silver.validate import Rule, apply_rules
+from pipelines.silver.transform import SILVER_COLUMNS
+from pipelines.silver.validate import Rule
 
 log = logging.getLogger(__name__)
 _QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
@@ -78,14 +82,12 @@ class _Steps:
         return ",".join(f"{k}:{v}" for k, v in self.ms.items())
 
 
-def now_ms() -> datetime:
-    """Current UTC time truncated to milliseconds (PostgreSQL keeps timestamptz(3))."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
 class SilverBatch:
-    """The ``foreachBatch`` function of the silver query (one instance per query start)."""
+    """The ``foreachBatch`` function of the silver query (one instance per query start).
+
+    It receives bronze rows already parsed and validated (``parse_frames`` and
+    ``apply_rules`` are part of the streaming plan, so they are planned once per query start
+    and ``spark_time`` is the micro-batch's timestamp)."""
 
     def __init__(
         self,
@@ -99,59 +101,36 @@ class SilverBatch:
         self.unique_rule = unique_rule
         self._app_id = app_id
         self._app: str | None = None
-        self._first = True
+        self._index: KeyIndex | None = None  # silver's keys as of its latest commit
+        self._collect = _collected_columns()
         self.stats = SilverStats()
 
-    def __call__(self, bronze: DataFrame, batch_id: int) -> None:
+    def __call__(self, evaluated: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
-        spark = bronze.sparkSession
+        steps = _Steps()
+        spark = evaluated.sparkSession
         if self._app is None:
             self._app = self._app_id(spark)
         silver_path = self.settings.table_path("silver")
-        committed = None
-        if self._first:  # only a batch right after a (re)start can be a replay
-            committed = find_committed_batch(spark, silver_path, self._app, batch_id)
-            self._first = False
-        spark_time = committed.spark_time if committed else now_ms()
-        # Compare with silver as it was before this batch: pinned, so a re-evaluation after
-        # our own write (or in a replay) classifies every row the same way.
-        before = committed.version - 1 if committed else latest_version(spark, silver_path)
-        evaluated = apply_rules(parse_frames(bronze, spark_time), self.rules).persist()
-        steps = _Steps()
-        classified = None
+        before = self._silver_before(spark, batch_id)
+        steps.mark("ledger")
+        evaluated = evaluated.persist()
         try:
-            dates = [
-                r[0]
-                for r in evaluated.where("NOT dropped").select("trade_date").distinct().collect()
-            ]
-            existing = None
-            if dates and before >= 0:
-                existing = (
-                    spark.read.format("delta")
-                    .option("versionAsOf", before)
-                    .load(silver_path)
-                    .where(F.col("trade_date").isin(dates))
-                )
-            classified = classify(evaluated, existing).persist()
-            rows = classified.select(*_collected_columns(spark_time)).collect()
+            rows = evaluated.select(*self._collect).collect()
             steps.mark("validate")
-            self._stop_on_failures(rows)
-            trades = [r for r in rows if r.row_class == NEW]
-            quarantined = [self._quarantine_row(r) for r in rows if r.row_class != NEW]
-            tags = {
-                "txnAppId": self._app,
-                "txnVersion": batch_id,
-                "userMetadata": batch_metadata(self._app, batch_id, spark_time),
-            }
-            new = classified.where(F.col("row_class") == NEW).select(*SILVER_COLUMNS)
-            new.write.format("delta").mode("append").options(**tags).save(silver_path)
-            steps.mark("silver")
-            if quarantined:
-                q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
-                q.write.format("delta").mode("append").options(**tags).save(
-                    self.settings.table_path("quarantine")
-                )
-                steps.mark("quarantine")
+            classes = classify(rows, self._index, self._lookup(spark, before, rows))
+            steps.mark("dedup")
+            self._stop_on_failures(rows, classes)
+            trades = [r for r, c in zip(rows, classes, strict=True) if c == NEW]
+            duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
+            raw = _raw_values(evaluated, duplicates)
+            quarantined = [
+                self._quarantine_row(r, c, raw)
+                for r, c in zip(rows, classes, strict=True)
+                if c != NEW
+            ]
+            # Postgres first: the rows are final (a replay recomputes them identically and
+            # the upserts ignore what is already there), and serving latency counts.
             mirror_to_postgres(
                 self.settings,
                 [tuple(r[c] for c in SILVER_COLUMNS[:-1]) for r in trades],
@@ -159,19 +138,57 @@ class SilverBatch:
                 batch_id,
             )
             steps.mark("postgres")
+            meta = batch_metadata(self._app, batch_id)
+            tags = {"txnAppId": self._app, "txnVersion": batch_id, "userMetadata": meta}
+            silver = _new_rows(evaluated, duplicates)
+            silver.write.format("delta").mode("append").options(**tags).save(silver_path)
+            steps.mark("silver")
+            if quarantined:
+                q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
+                q.write.format("delta").mode("append").options(**tags).save(
+                    self.settings.table_path("quarantine")
+                )
+                steps.mark("quarantine")
+            # Our commit is the latest (a replay's skipped write: the one it made before).
+            self._index.advance(table_version(spark, silver_path), new_keys(rows, classes).items())
             self._record(batch_id, rows, trades, len(quarantined), time.monotonic() - t0, steps)
         finally:
             evaluated.unpersist()
-            if classified is not None:
-                classified.unpersist()
+
+    def _silver_before(self, spark: SparkSession, batch_id: int) -> int:
+        """The silver version this batch classifies against, with ``self._index`` at it.
+
+        Right after a (re)start the batch may be a replay that already committed: then it is
+        the version before that commit, so the replay classifies like the first attempt."""
+        path = self.settings.table_path("silver")
+        if self._index is None:
+            committed = find_committed_batch(spark, path, self._app, batch_id)
+            before = table_version(spark, path) if committed is None else committed - 1
+            self._index = key_index(spark, path, before)
+            return before
+        latest = table_version(spark, path)
+        if latest != self._index.version:  # another writer committed to silver
+            log.info("silver has commits from outside the job (version %d, expected %d): "
+                     "rebuilding its key index", latest, self._index.version)  # fmt: skip
+            self._index = key_index(spark, path, latest)
+        return latest
+
+    def _lookup(self, spark: SparkSession, before: int, rows: list[Row]):
+        """``classify``'s lookup: the keys silver holds at ``before``, read by key."""
+
+        def lookup(keys: set[Key]) -> set[Key]:
+            dates = {r.trade_date for r in rows if (r.symbol, r.trade_id) in keys}
+            path = self.settings.table_path("silver")
+            return keys_in_silver(spark, path, before, keys, dates)
+
+        return lookup
 
     # ----- steps
-    def _stop_on_failures(self, rows: list[Row]) -> None:
+    def _stop_on_failures(self, rows: list[Row], classes: list[str]) -> None:
         """Raise for the first row (by Kafka position) that a ``fail`` rule rejected."""
         failing = [r for r in rows if r.fail_rule is not None]
-        dup_fails = self.unique_rule.action == "fail"
-        if dup_fails:
-            failing += [r for r in rows if r.row_class == DUPLICATE]
+        if self.unique_rule.action == "fail":
+            failing += [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
         if not failing:
             return
         row = min(failing, key=lambda r: (r.kafka_partition, r.kafka_offset))
@@ -182,11 +199,18 @@ class SilverBatch:
             "or change the rule's action to drop or warn in the expectation suite"
         )
 
-    def _quarantine_row(self, r: Row) -> tuple:
-        reasons = list(r.failed_expectations) if r.row_class == REJECTED else []
-        if r.row_class == DUPLICATE:
+    def _quarantine_row(self, r: Row, row_class: str, raw: dict[tuple[int, int], bytes]) -> tuple:
+        if row_class == DUPLICATE:
             reasons = [self.unique_rule.name]
-        return tuple(reasons if c == "failed_expectations" else r[c] for c in _QUARANTINE_COLUMNS)
+            value = raw[(r.kafka_partition, r.kafka_offset)]
+        else:
+            reasons, value = list(r.failed_expectations), r.raw_value
+        special = {
+            "failed_expectations": reasons,
+            "raw_value": value,
+            "quarantined_at": r.spark_time,
+        }
+        return tuple(special[c] if c in special else r[c] for c in _QUARANTINE_COLUMNS)
 
     def _record(
         self, batch_id: int, rows: list[Row], trades: list[Row], quarantined: int, dt: float, steps
@@ -230,16 +254,35 @@ class SilverBatch:
         )
 
 
-def _collected_columns(quarantined_at: datetime) -> list:
-    """What the driver needs of each row: silver columns, quarantine columns, the verdict.
-    The raw frame travels only for rows that go to quarantine."""
-    names = dict.fromkeys([*SILVER_COLUMNS, *_QUARANTINE_COLUMNS, "fail_rule", "row_class"])
-    cols = []
-    for name in names:
-        if name == "raw_value":
-            cols.append(F.when(F.col("row_class") != NEW, F.col("raw_value")).alias(name))
-        elif name == "quarantined_at":
-            cols.append(F.lit(quarantined_at).cast("timestamp").alias(name))
-        else:
-            cols.append(F.col(name))
-    return cols
+def _collected_columns() -> list[Column]:
+    """What the driver needs of each row: silver and quarantine columns and the verdict.
+    The raw frame travels only for rejected rows (duplicates fetch theirs separately)."""
+    names = dict.fromkeys([*SILVER_COLUMNS, *_QUARANTINE_COLUMNS, "dropped", "fail_rule"])
+    del names["quarantined_at"]  # = spark_time
+    return [
+        F.when(F.col("dropped"), F.col(n)).alias(n) if n == "raw_value" else F.col(n) for n in names
+    ]
+
+
+def _positions(spark: SparkSession, rows: list[Row]) -> DataFrame:
+    schema = "kafka_partition int, kafka_offset long"
+    return spark.createDataFrame([(r.kafka_partition, r.kafka_offset) for r in rows], schema)
+
+
+def _raw_values(evaluated: DataFrame, duplicates: list[Row]) -> dict[tuple[int, int], bytes]:
+    """The raw frames of ``duplicates`` by (partition, offset)."""
+    if not duplicates:
+        return {}
+    positions = F.broadcast(_positions(evaluated.sparkSession, duplicates))
+    found = evaluated.join(positions, ["kafka_partition", "kafka_offset"], "left_semi")
+    rows = found.select("kafka_partition", "kafka_offset", "raw_value").collect()
+    return {(r.kafka_partition, r.kafka_offset): r.raw_value for r in rows}
+
+
+def _new_rows(evaluated: DataFrame, duplicates: list[Row]) -> DataFrame:
+    """The batch's rows for silver: not rejected, and not ``duplicates``."""
+    kept = evaluated.where(~F.col("dropped"))
+    if duplicates:
+        positions = F.broadcast(_positions(evaluated.sparkSession, duplicates))
+        kept = kept.join(positions, ["kafka_partition", "kafka_offset"], "left_anti")
+    return kept.select(*SILVER_COLUMNS)

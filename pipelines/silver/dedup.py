@@ -1,32 +1,94 @@
-"""Deduplication on (symbol, trade_id), within a batch and against what silver already holds."""
+"""Deduplication on (symbol, trade_id), within a batch and against what silver already holds.
+
+Binance trade ids grow per symbol, so silver's highest id per symbol (``KeyIndex.high``)
+settles almost every row without reading silver: a key above it cannot be there. Only keys
+at or below it (a gap backfill, a reconnect's overlap, a replayed topic) are looked up in
+silver, and only those keys. The functions here are plain Python over collected rows.
+"""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 KEY = ("symbol", "trade_id")
 NEW, DUPLICATE, REJECTED = "new", "duplicate", "rejected"
 
+Key = tuple[str, int]
 
-def classify(evaluated: DataFrame, existing_keys: DataFrame | None) -> DataFrame:
-    """Add ``row_class``: ``rejected`` (a drop rule failed), ``duplicate`` (its key is already
-    in silver, or an earlier Kafka record of this batch has it) or ``new``.
 
-    ``evaluated`` comes from ``validate.apply_rules``; ``existing_keys`` holds the
-    (symbol, trade_id) pairs silver had before this batch (None: silver is empty). Within a
-    batch the first record by (partition, offset) wins, so a replay classifies identically.
+class Candidate(Protocol):
+    """What classification reads of a row (a collected ``Row`` has these fields)."""
+
+    symbol: str | None
+    trade_id: int | None
+    dropped: bool
+    kafka_partition: int
+    kafka_offset: int
+
+
+@dataclass
+class KeyIndex:
+    """Highest trade id per symbol in silver as of ``version`` (-1: empty table)."""
+
+    version: int
+    high: dict[str, int] = field(default_factory=dict)
+
+    def may_hold(self, key: Key) -> bool:
+        """False when silver certainly lacks ``key``; True when it has to be looked up."""
+        return key[1] <= self.high.get(key[0], -1)
+
+    def advance(self, version: int, keys: Iterable[Key]) -> None:
+        """Account for a commit (``version``) that added ``keys``."""
+        for symbol, trade_id in keys:
+            if trade_id > self.high.get(symbol, -1):
+                self.high[symbol] = trade_id
+        self.version = version
+
+
+def classify(
+    rows: Sequence[Candidate],
+    index: KeyIndex,
+    lookup: Callable[[set[Key]], set[Key]],
+) -> list[str]:
+    """The class of each row, in ``rows`` order: ``rejected`` (a drop rule failed),
+    ``duplicate`` (silver holds its key, or an earlier Kafka record of the batch has it) or
+    ``new``.
+
+    ``lookup(keys)`` returns which of ``keys`` silver holds (at ``index.version``); it is
+    called once, and only with keys the index cannot settle. Within a batch the first
+    record by (partition, offset) wins, a rejected record never shadows a valid one, so a
+    replay classifies identically.
     """
-    order = Window.partitionBy(*KEY).orderBy("dropped", "kafka_partition", "kafka_offset")
-    ranked = evaluated.withColumn("_rank", F.row_number().over(order))
-    if existing_keys is not None:
-        seen = existing_keys.select(*KEY).distinct().withColumn("_seen", F.lit(True))
-        ranked = ranked.join(seen, list(KEY), "left")
-    else:
-        ranked = ranked.withColumn("_seen", F.lit(None).cast("boolean"))
-    row_class = (
-        F.when(F.col("dropped"), F.lit(REJECTED))
-        .when((F.col("_rank") > 1) | F.col("_seen").isNotNull(), F.lit(DUPLICATE))
-        .otherwise(F.lit(NEW))
+    candidates = {
+        (r.symbol, r.trade_id)
+        for r in rows
+        if not r.dropped and index.may_hold((r.symbol, r.trade_id))
+    }
+    in_silver = lookup(candidates) if candidates else set()
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (rows[i].dropped, rows[i].kafka_partition, rows[i].kafka_offset),
     )
-    return ranked.withColumn("row_class", row_class).drop("_rank", "_seen")
+    classes = [NEW] * len(rows)
+    seen: set[Key] = set()
+    for i in order:
+        r = rows[i]
+        key = (r.symbol, r.trade_id)
+        if r.dropped:
+            classes[i] = REJECTED
+        elif key in seen or key in in_silver:
+            classes[i] = DUPLICATE
+        else:
+            seen.add(key)
+    return classes
+
+
+def new_keys(rows: Sequence[Candidate], classes: Sequence[str]) -> Mapping[str, int]:
+    """Highest new trade id per symbol of a classified batch."""
+    high: dict[str, int] = {}
+    for r, c in zip(rows, classes, strict=True):
+        if c == NEW and r.trade_id > high.get(r.symbol, -1):
+            high[r.symbol] = r.trade_id
+    return high

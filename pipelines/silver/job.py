@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -18,10 +17,9 @@ from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.silver.batch import SilverBatch
 from pipelines.silver.tables import ensure_tables
 from pipelines.silver.transform import parse_frames
-from pipelines.silver.validate import Rule, check_rules
+from pipelines.silver.validate import Rule, apply_rules, check_rules
 
 log = logging.getLogger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def query_id_reader(checkpoint: str):
@@ -55,14 +53,15 @@ def start(
     bronze = spark.readStream.format("delta").option(
         "maxFilesPerTrigger", settings.max_files_per_trigger
     )
-    bronze = bronze.load(bronze_path)
-    check_rules(rules, parse_frames(bronze, _EPOCH))
+    parsed = parse_frames(bronze.load(bronze_path))
+    check_rules(rules, parsed)
     ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     checkpoint = settings.checkpoint_path("silver")
     handler = SilverBatch(settings, rules, unique_rule, query_id_reader(checkpoint))
     writer = (
-        bronze.writeStream.queryName("silver")
+        apply_rules(parsed, rules)
+        .writeStream.queryName("silver")
         .foreachBatch(handler)
         .option("checkpointLocation", checkpoint)
     )

@@ -1,19 +1,20 @@
-"""Delta tables of the silver job: schemas, creation, and the batch ledger in the commit log.
+"""Delta tables of the silver job: schemas, creation, the batch ledger in the commit log,
+and the reads deduplication needs.
 
-Every silver commit carries ``userMetadata`` ``{"app": <query id>, "batch": N,
-"spark_time": ...}`` and the Delta ``txnAppId``/``txnVersion`` pair. The ledger lets a
-replayed batch find out that it already committed, when, and which table version preceded
-it, so it recomputes byte-identical rows and the same duplicate classification.
+Every silver commit carries ``userMetadata`` ``{"app": <query id>, "batch": N}`` and the
+Delta ``txnAppId``/``txnVersion`` pair. The ledger lets a replayed batch find out that it
+already committed and which table version preceded it, so it classifies duplicates against
+the same silver as the first attempt did.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -27,6 +28,8 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from pipelines.silver.dedup import Key, KeyIndex
 
 SILVER_SCHEMA = StructType(
     [
@@ -81,35 +84,60 @@ def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -
     ).execute()
 
 
-@dataclass(frozen=True)
-class CommittedBatch:
-    """A silver commit made by (app, batch): its table version and the batch's spark_time."""
-
-    version: int
-    spark_time: datetime
-
-
-def batch_metadata(app: str, batch: int, spark_time: datetime) -> str:
-    return json.dumps({"app": app, "batch": batch, "spark_time": spark_time.isoformat()})
+def batch_metadata(app: str, batch: int) -> str:
+    """The ``userMetadata`` of silver's commit for (query ``app``, ``batch``)."""
+    return json.dumps({"app": app, "batch": batch})
 
 
 def find_committed_batch(
     spark: SparkSession, path: str, app: str, batch: int, lookback: int = 50
-) -> CommittedBatch | None:
-    """The commit of (app, batch) among the table's last ``lookback`` commits, if any."""
+) -> int | None:
+    """The table version committed by (app, batch) among the last ``lookback`` commits."""
     history = DeltaTable.forPath(spark, path).history(lookback).select("version", "userMetadata")
     for row in history.collect():
-        if not row.userMetadata:
-            continue
         try:
-            meta = json.loads(row.userMetadata)
+            meta = json.loads(row.userMetadata or "")
         except ValueError:
             continue
         if meta.get("app") == app and meta.get("batch") == batch:
-            when = datetime.fromisoformat(meta["spark_time"]).astimezone(UTC)
-            return CommittedBatch(row.version, when)
+            return row.version
     return None
 
 
-def latest_version(spark: SparkSession, path: str) -> int:
-    return DeltaTable.forPath(spark, path).history(1).select("version").first().version
+def table_version(spark: SparkSession, path: str) -> int:
+    """The table's latest version, from a listing of its log (no Spark job, unlike
+    ``history``)."""
+    jvm = spark._jvm
+    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    return delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version()
+
+
+def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def key_index(spark: SparkSession, path: str, version: int) -> KeyIndex:
+    """Silver's highest trade id per symbol at ``version`` (one scan of two columns)."""
+    if version < 0:
+        return KeyIndex(version)
+    rows = read_version(spark, path, version).groupBy("symbol").agg(F.max("trade_id")).collect()
+    return KeyIndex(version, {r[0]: r[1] for r in rows})
+
+
+def keys_in_silver(
+    spark: SparkSession, path: str, version: int, keys: set[Key], dates: set[date]
+) -> set[Key]:
+    """Which of ``keys`` silver holds at ``version``; ``dates`` (their trade dates) prune it."""
+    if version < 0 or not keys:
+        return set()
+    wanted = spark.createDataFrame(sorted(keys), "symbol string, trade_id long")
+    low, high = min(k[1] for k in keys), max(k[1] for k in keys)
+    silver = (
+        read_version(spark, path, version)
+        .where(F.col("trade_date").isin(sorted(dates)))
+        .where(F.col("symbol").isin(sorted({k[0] for k in keys})))
+        .where(F.col("trade_id").between(low, high))
+        .select("symbol", "trade_id")
+    )
+    found = silver.join(F.broadcast(wanted), ["symbol", "trade_id"], "left_semi").collect()
+    return {(r.symbol, r.trade_id) for r in found}

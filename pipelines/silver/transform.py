@@ -68,13 +68,16 @@ def _decimal(text: Column) -> tuple[Column, Column]:
     return value, text.isNotNull() & (value.isNull() | (wide != value.cast("decimal(38,18)")))
 
 
-def parse_frames(bronze: DataFrame, spark_time: datetime) -> DataFrame:
+def parse_frames(bronze: DataFrame, spark_time: datetime | None = None) -> DataFrame:
     """Bronze rows -> silver columns + ``stream``, ``event_type``, ``parse_error`` + Kafka fields.
 
     Accepts the combined-stream wrapper ``{"stream":..,"data":{..}}`` or a bare payload.
-    ``spark_time`` is the batch's processing time (a literal, so a replayed batch computes
-    identical rows). Prices and quantities go from their decimal strings straight to
-    ``decimal(18,8)``; text with more digits than that is a parse error, never rounded.
+    ``spark_time`` is the batch's processing time. By default it is ``current_timestamp()``,
+    which a streaming query fixes per micro-batch to the batch's timestamp in its offset log:
+    a replayed batch computes identical rows, and the plan is built once per query start
+    rather than once per batch. A ``datetime`` makes it a literal (tests). Prices and
+    quantities go from their decimal strings straight to ``decimal(18,8)``; text with more
+    digits than that is a parse error, never rounded.
     """
     text = bronze["value"].cast("string")
     keys = F.json_object_keys(text)
@@ -120,7 +123,7 @@ def parse_frames(bronze: DataFrame, spark_time: datetime) -> DataFrame:
         (bad_quantity, "quantity is not a decimal(18,8)"),
     ]
 
-    spark_ts = F.lit(spark_time).cast("timestamp")
+    spark_ts = F.current_timestamp() if spark_time is None else F.lit(spark_time).cast("timestamp")
     event_time = F.timestamp_millis(F.col("_typed.E"))
     trade_time = F.timestamp_millis(F.col("_typed.T"))
     ingestion_time = F.col("kafka_timestamp")
