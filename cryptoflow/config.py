@@ -91,7 +91,12 @@ class Settings:
     )
     max_offsets_per_trigger: int = _env("Most Kafka records per bronze batch (0: none)", 200_000)
     max_files_per_trigger: int = _env("Most bronze files per silver batch", 1000)
-    trigger_interval_ms: int = _env("Micro-batch interval of the streaming jobs", 500)
+    trigger_interval_ms: int = _env("Micro-batch interval of the bronze and silver jobs", 500)
+    gold_trigger_interval_ms: int = _env(
+        "Micro-batch interval of the gold job (each batch recomputes the windows it touched "
+        "from silver: fewer, larger batches leave the cores to bronze and silver)",
+        2000,
+    )
     mirror_retry_seconds: int = _env(
         "How long a batch retries an unreachable PostgreSQL before its query fails (a restart "
         "then resumes from the checkpoint)",

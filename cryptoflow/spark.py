@@ -37,6 +37,9 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         ),
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
+        # A Delta checkpoint costs seconds on two cores; at the default interval (10) the
+        # streaming tables wrote one every few seconds. New tables checkpoint every 100.
+        "spark.databricks.delta.properties.defaults.checkpointInterval": "100",
         "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC -Xss4m"

@@ -201,7 +201,8 @@ def start(spark: SparkSession, settings: Settings, available_now: bool = False) 
     if available_now:
         writer = writer.trigger(availableNow=True)
     else:
-        writer = writer.trigger(processingTime=f"{settings.trigger_interval_ms} milliseconds")
+        interval = settings.gold_trigger_interval_ms
+        writer = writer.trigger(processingTime=f"{interval} milliseconds")
     query = writer.start()
     log.info(
         "gold started silver=%s gold=%s windows=%s watermark_s=%d",
