@@ -211,7 +211,7 @@ def run_pipeline(
     """Run until ``stop`` is set: children and stages supervised, a status line per stage."""
     from cryptoflow.spark import get_spark
     from expectations.schedule import PeriodicValidation
-    from pipelines.progress import BatchLogger
+    from pipelines.progress import BatchLogger, stop_between_batches
 
     settings = settings.replace(source=options.source)
     stop_on_signals(stop)
@@ -268,9 +268,7 @@ def run_pipeline(
                 child.stop()  # ingestion first, so it can flush what it received
         if validation is not None:
             validation.stop()
-        for runner in runners:
-            if runner.query is not None and runner.query.isActive:
-                runner.query.stop()
+        stop_between_batches([r.query for r in runners if r.query is not None])
         for child in children:
             child.stop()
         if spark is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -73,3 +74,21 @@ def status_line(queries: Sequence[StreamingQuery]) -> str:
             text += " STOPPED"
         parts.append(text)
     return " | ".join(parts)
+
+
+def stop_between_batches(queries: Sequence[StreamingQuery], timeout_s: float = 30.0) -> None:
+    """Stop ``queries``, each once it is between micro-batches (or after ``timeout_s``).
+
+    ``StreamingQuery.stop`` interrupts a running batch; that is safe (the batch replays on
+    the next start) but leaves its work half done until then. Waiting for the batch to end
+    makes Ctrl-C leave every table as of a finished batch."""
+    deadline = time.monotonic() + timeout_s
+    pending = [q for q in queries if q.isActive]
+    while pending:
+        for q in list(pending):
+            if not q.isActive or not q.status.get("isTriggerActive") or time.monotonic() > deadline:
+                if q.isActive:
+                    q.stop()
+                pending.remove(q)
+        if pending:
+            time.sleep(0.05)

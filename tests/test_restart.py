@@ -128,21 +128,31 @@ def test_postgres_down_ten_seconds_retries_and_catches_up(spark, settings, uniqu
             postgres.stop(pg)
             stopped = time.monotonic()
             produce_trades(s, later)
-            # Delta silver commits before the mirror: a batch lands in Delta, then its mirror
-            # retries while PostgreSQL is down.
+            # PostgreSQL is written before Delta silver: a silver batch over the new bronze
+            # rows retries its mirror while PostgreSQL is down, and commits nothing yet.
+            bronze_path = s.table_path("bronze")
             wait_until(
                 lambda: (
                     healthy()
-                    and len(_silver_keys(spark, s)) > 120
+                    and spark.read.format("delta").load(bronze_path).count() > 120
                     and time.monotonic() - stopped >= 10
                 ),
                 400,
                 0.5,
-                "a silver batch committed with postgres down for 10 s",
+                "new trades in bronze with postgres down for 10 s",
             )
+            assert len(_silver_keys(spark, s)) == 120  # the batch waits for postgres
             postgres.start(pg)
-            wait_until(lambda: healthy() and len(pg_trades(s, s.symbols)) >= 240, 400, 0.5,
-                       "postgres to catch up")  # fmt: skip
+            wait_until(
+                lambda: (
+                    healthy()
+                    and len(pg_trades(s, s.symbols)) >= 240
+                    and len(_silver_keys(spark, s)) >= 240
+                ),
+                400,
+                0.5,
+                "postgres and silver to catch up",
+            )
         finally:
             for q in queries:
                 q.stop()

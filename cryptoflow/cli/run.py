@@ -64,12 +64,12 @@ class _StopRequest:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from cryptoflow.spark import get_spark
-    from pipelines.progress import BatchLogger, status_line
+    from pipelines.progress import BatchLogger, status_line, stop_between_batches
 
     stages = selected(args.stages)
     jobs = {stage: job_module(stage) for stage in stages}
-    stop = _StopRequest()
     spark = get_spark(settings, "cryptoflow-" + "-".join(stages))
+    stop = _StopRequest()  # after the SparkContext, whose SIGINT handler cancels every job
     spark.streams.addListener(BatchLogger([s for s in stages if s != "silver"]))
     queries = []
     try:
@@ -87,29 +87,39 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 log.info("%s drained: %s", stage, status_line([q]))
             return 0
         queries = [jobs[stage].start(spark, settings) for stage in stages]
-        return _watch(queries, settings.run_status_interval_s, status_line, stop)
+        restart = lambda q: jobs[q.name].start(spark, settings)  # noqa: E731
+        return _watch(queries, settings.run_status_interval_s, status_line, stop, restart)
     except KeyboardInterrupt:
         log.info("stopping %s", ", ".join(stages))
         return 0
     finally:
-        for q in queries:
-            try:
-                q.stop()
-            except Exception as e:  # noqa: BLE001 (best effort while shutting down)
-                log.warning("stopping %s: %s", q.name, e)
+        try:
+            stop_between_batches(queries)
+        except Exception as e:  # noqa: BLE001 (best effort while shutting down)
+            log.warning("stopping queries: %s", e)
         spark.stop()
         log.info("stopped")
 
 
-def _watch(queries, interval: float, status_line, stop: _StopRequest) -> int:
-    """Print a status line every ``interval`` seconds until a query fails or a stop is asked."""
+#: Spark 4.1.1's Kafka source fails the first batch after a restart from an uncommitted batch
+#: with this NPE in ``KafkaMicroBatchStream.metrics`` (SPARK-55271); starting again works.
+SPARK_55271 = 'because the return value of "scala.Option.get()" is null'
+
+
+def _watch(queries, interval: float, status_line, stop: _StopRequest, restart) -> int:
+    """Print a status line every ``interval`` seconds until a query fails or a stop is asked.
+    A query hit by SPARK-55271 before its first batch is restarted (``restart(query)``)."""
     next_status = time.monotonic() + interval
     while not stop.requested:
-        for q in queries:
+        for i, q in enumerate(queries):
             if not q.isActive:
                 err = q.exception()
                 if err is not None:
                     first = str(err).strip().splitlines()[0]
+                    if SPARK_55271 in first and not q.recentProgress:
+                        log.warning("%s hit SPARK-55271 on its first batch: restarting", q.name)
+                        queries[i] = restart(q)
+                        continue
                     log.error("%s stopped with an error: %s", q.name, first)
                     return 1
                 log.info("%s finished", q.name)
