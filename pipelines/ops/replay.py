@@ -186,14 +186,15 @@ def _partial_query(
     if stage == "silver":
         from expectations.rules import trade_rules, unique_key_rule
         from pipelines.silver.batch import SilverBatch
-        from pipelines.silver.job import query_id_reader
+        from pipelines.silver.job import query_id_reader, validated
 
-        source = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger).load(
+        rules = trade_rules(settings)
+        bronze = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger).load(
             settings.table_path("bronze")
         )
-        handler = SilverBatch(
-            settings, trade_rules(settings), unique_key_rule(settings), query_id_reader(checkpoint)
-        )
+        source = validated(bronze, rules)
+        unique = unique_key_rule(settings)
+        handler = SilverBatch(settings, rules, unique, query_id_reader(checkpoint))
     else:
         from pipelines.gold.job import GoldBatchWriter
 

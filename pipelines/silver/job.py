@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
@@ -32,6 +32,14 @@ def query_id_reader(checkpoint: str):
     return read
 
 
+def validated(bronze: DataFrame, rules: Sequence[Rule]) -> DataFrame:
+    """Bronze rows parsed and validated: what ``SilverBatch`` receives. Built on the
+    streaming DataFrame, so the plan is analysed once per query start."""
+    parsed = parse_frames(bronze)
+    check_rules(rules, parsed)
+    return apply_rules(parsed, rules)
+
+
 def start(
     spark: SparkSession,
     settings: Settings,
@@ -53,15 +61,13 @@ def start(
     bronze = spark.readStream.format("delta").option(
         "maxFilesPerTrigger", settings.max_files_per_trigger
     )
-    parsed = parse_frames(bronze.load(bronze_path))
-    check_rules(rules, parsed)
+    evaluated = validated(bronze.load(bronze_path), rules)
     ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     checkpoint = settings.checkpoint_path("silver")
     handler = SilverBatch(settings, rules, unique_rule, query_id_reader(checkpoint))
     writer = (
-        apply_rules(parsed, rules)
-        .writeStream.queryName("silver")
+        evaluated.writeStream.queryName("silver")
         .foreachBatch(handler)
         .option("checkpointLocation", checkpoint)
     )
