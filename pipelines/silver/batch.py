@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from cryptoflow.config import Settings
 from cryptoflow.errors import CryptoflowError
 from pipelines.ops.batches import latency_percentiles, record_batch
-from pipelines.silver.dedup import DUPLICATE, NEW, Key, KeyIndex, classify, new_keys
+from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
 from pipelines.silver.mirror import mirror_to_postgres
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
@@ -118,7 +118,7 @@ class SilverBatch:
         try:
             rows = evaluated.select(*self._collect).collect()
             steps.mark("validate")
-            classes = classify(rows, self._index, self._lookup(spark, before, rows))
+            classes = classify(rows, self._index, self._lookup(spark, before))
             steps.mark("dedup")
             self._stop_on_failures(rows, classes)
             trades = [r for r, c in zip(rows, classes, strict=True) if c == NEW]
@@ -173,15 +173,10 @@ class SilverBatch:
             self._index = key_index(spark, path, latest)
         return latest
 
-    def _lookup(self, spark: SparkSession, before: int, rows: list[Row]):
+    def _lookup(self, spark: SparkSession, before: int):
         """``classify``'s lookup: the keys silver holds at ``before``, read by key."""
-
-        def lookup(keys: set[Key]) -> set[Key]:
-            dates = {r.trade_date for r in rows if (r.symbol, r.trade_id) in keys}
-            path = self.settings.table_path("silver")
-            return keys_in_silver(spark, path, before, keys, dates)
-
-        return lookup
+        path = self.settings.table_path("silver")
+        return lambda keys: keys_in_silver(spark, path, before, keys)
 
     # ----- steps
     def _stop_on_failures(self, rows: list[Row], classes: list[str]) -> None:

@@ -10,7 +10,6 @@ the same silver as the first attempt did.
 from __future__ import annotations
 
 import json
-from datetime import date
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -124,17 +123,15 @@ def key_index(spark: SparkSession, path: str, version: int) -> KeyIndex:
     return KeyIndex(version, {r[0]: r[1] for r in rows})
 
 
-def keys_in_silver(
-    spark: SparkSession, path: str, version: int, keys: set[Key], dates: set[date]
-) -> set[Key]:
-    """Which of ``keys`` silver holds at ``version``; ``dates`` (their trade dates) prune it."""
+def keys_in_silver(spark: SparkSession, path: str, version: int, keys: set[Key]) -> set[Key]:
+    """Which of ``keys`` silver holds at ``version``, on any trade date. Trade ids grow with
+    time, so Delta's per-file id ranges skip all but the files that may hold them."""
     if version < 0 or not keys:
         return set()
     wanted = spark.createDataFrame(sorted(keys), "symbol string, trade_id long")
     low, high = min(k[1] for k in keys), max(k[1] for k in keys)
     silver = (
         read_version(spark, path, version)
-        .where(F.col("trade_date").isin(sorted(dates)))
         .where(F.col("symbol").isin(sorted({k[0] for k in keys})))
         .where(F.col("trade_id").between(low, high))
         .select("symbol", "trade_id")
