@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-KEY = ("symbol", "trade_id")
 NEW, DUPLICATE, REJECTED = "new", "duplicate", "rejected"
 
 Key = tuple[str, int]
