@@ -196,16 +196,24 @@ def _vacuum(spark: SparkSession, table: DeltaTable, hours: int, override_check: 
 
 
 def _count_data_files(spark: SparkSession, path: str) -> int:
-    """Parquet files on storage (referenced or not), through Hadoop's filesystem API."""
+    """Parquet files on storage (referenced or not), through Hadoop's filesystem API.
+
+    Walks the partition folders only: ``_delta_log`` and hidden files are skipped by name
+    before anything reads them, since a concurrent writer creates and renames temporary
+    files there (a recursive listing failed on one that vanished while being listed)."""
     jvm = spark._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark._jsc.hadoopConfiguration())
-    files = fs.listFiles(hpath, True)
-    count = 0
-    while files.hasNext():
-        name = files.next().getPath().toString()
-        if name.endswith(".parquet") and "/_delta_log/" not in name:
-            count += 1
+    root = jvm.org.apache.hadoop.fs.Path(path)
+    fs = root.getFileSystem(spark._jsc.hadoopConfiguration())
+    count, folders = 0, [root]
+    while folders:
+        for status in fs.listStatus(folders.pop()):
+            name = status.getPath().getName()
+            if name.startswith(("_", ".")):
+                continue
+            if status.isDirectory():
+                folders.append(status.getPath())
+            elif name.endswith(".parquet"):
+                count += 1
     return count
 
 
