@@ -123,7 +123,8 @@ class SilverBatch:
             self._stop_on_failures(rows, classes)
             trades = [r for r, c in zip(rows, classes, strict=True) if c == NEW]
             duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
-            raw = _raw_values(evaluated, duplicates)
+            positions = _positions(spark, duplicates) if duplicates else None
+            raw = _raw_values(evaluated, positions)
             quarantined = [
                 self._quarantine_row(r, c, raw)
                 for r, c in zip(rows, classes, strict=True)
@@ -140,7 +141,7 @@ class SilverBatch:
             steps.mark("postgres")
             meta = batch_metadata(self._app, batch_id)
             tags = {"txnAppId": self._app, "txnVersion": batch_id, "userMetadata": meta}
-            silver = _new_rows(evaluated, duplicates)
+            silver = _new_rows(evaluated, positions)
             silver.write.format("delta").mode("append").options(**tags).save(silver_path)
             steps.mark("silver")
             if quarantined:
@@ -260,24 +261,24 @@ def _collected_columns() -> list[Column]:
 
 
 def _positions(spark: SparkSession, rows: list[Row]) -> DataFrame:
+    """The (partition, offset) of ``rows``, small enough to broadcast."""
     schema = "kafka_partition int, kafka_offset long"
-    return spark.createDataFrame([(r.kafka_partition, r.kafka_offset) for r in rows], schema)
+    pairs = [(r.kafka_partition, r.kafka_offset) for r in rows]
+    return F.broadcast(spark.createDataFrame(pairs, schema))
 
 
-def _raw_values(evaluated: DataFrame, duplicates: list[Row]) -> dict[tuple[int, int], bytes]:
-    """The raw frames of ``duplicates`` by (partition, offset)."""
-    if not duplicates:
+def _raw_values(evaluated: DataFrame, duplicates: DataFrame | None) -> dict[tuple[int, int], bytes]:
+    """The raw frames of the rows at the ``duplicates`` positions, by (partition, offset)."""
+    if duplicates is None:
         return {}
-    positions = F.broadcast(_positions(evaluated.sparkSession, duplicates))
-    found = evaluated.join(positions, ["kafka_partition", "kafka_offset"], "left_semi")
+    found = evaluated.join(duplicates, ["kafka_partition", "kafka_offset"], "left_semi")
     rows = found.select("kafka_partition", "kafka_offset", "raw_value").collect()
     return {(r.kafka_partition, r.kafka_offset): r.raw_value for r in rows}
 
 
-def _new_rows(evaluated: DataFrame, duplicates: list[Row]) -> DataFrame:
-    """The batch's rows for silver: not rejected, and not ``duplicates``."""
+def _new_rows(evaluated: DataFrame, duplicates: DataFrame | None) -> DataFrame:
+    """The batch's rows for silver: not rejected, and not at the ``duplicates`` positions."""
     kept = evaluated.where(~F.col("dropped"))
-    if duplicates:
-        positions = F.broadcast(_positions(evaluated.sparkSession, duplicates))
-        kept = kept.join(positions, ["kafka_partition", "kafka_offset"], "left_anti")
+    if duplicates is not None:
+        kept = kept.join(duplicates, ["kafka_partition", "kafka_offset"], "left_anti")
     return kept.select(*SILVER_COLUMNS)
