@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
     """Every Spark setting the project relies on, in one place."""
     jars = ",".join(str(j) for j in spark_classpath(s.jar_cache))
-    return {
+    conf = {
         "spark.app.name": app_name,
         "spark.master": s.spark_master,
         "spark.jars": jars,
@@ -45,6 +46,15 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
             f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC -Xss4m"
         ),
     }
+    if urlparse(s.checkpoints).scheme in ("", "file"):
+        # Without Hadoop's native library the default (FileContext) manager's rename forks
+        # `readlink` and `chmod` for every offset and commit file: ~25 ms of each
+        # micro-batch. A local rename is atomic, which is all this manager needs.
+        conf["spark.sql.streaming.checkpointFileManagerClass"] = (
+            "org.apache.spark.sql.execution.streaming.checkpointing."
+            "FileSystemBasedCheckpointFileManager"
+        )
+    return conf
 
 
 def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:

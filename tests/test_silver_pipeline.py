@@ -123,8 +123,9 @@ def test_replayed_batch_after_a_crash_is_identical(
     from expectations.rules import trade_rules, unique_key_rule
     from pipelines.bronze.job import ensure_bronze_table
     from pipelines.bronze.transform import BRONZE_SCHEMA
+    from pipelines.ledger import find_committed_batch
     from pipelines.silver import batch as silver_batch
-    from pipelines.silver.tables import ensure_tables, find_committed_batch
+    from pipelines.silver.tables import ensure_tables
     from pipelines.silver.transform import parse_frames
     from pipelines.silver.validate import apply_rules
 
@@ -170,9 +171,13 @@ def test_replayed_batch_after_a_crash_is_identical(
     # One spark_time, the batch's, in Delta and Postgres (PySpark returns naive local times).
     assert [t for (t,) in spark_times] == [batch_time]
     assert {t.astimezone(UTC) for t in delta_times} == {batch_time}
-    # A batch with nothing new still leaves its silver commit (the replay ledger).
+    # A batch with nothing new leaves no silver commit (Delta skips empty ones): silver is
+    # unchanged, so a replay classifies it against the same version. Its quarantine commit
+    # is in the ledger, and a replay skips it.
     again = handler()
     again(batch, 8)
     assert again.stats.output_rows == 0 and again.stats.quarantined == 43
-    assert find_committed_batch(spark, s.table_path("silver"), f"app-{unique}", 8) is not None
-    assert silver.count() == 40
+    assert find_committed_batch(spark, s.table_path("silver"), f"app-{unique}", 8) is None
+    assert find_committed_batch(spark, s.table_path("quarantine"), f"app-{unique}", 8) is not None
+    handler()(batch, 8)
+    assert silver.count() == 40 and quarantine.count() == 3 + 43

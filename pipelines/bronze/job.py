@@ -1,9 +1,8 @@
 """Bronze job: Kafka topic of raw frames -> Delta bronze, append-only and lossless.
 
-Exactly once with the plain Delta streaming sink: each micro-batch is committed to the Delta
-log together with the query id and batch id (a Delta ``SetTransaction``), and the Kafka
-offsets of the batch are in the checkpoint before it runs. A batch replayed after a crash is
-recognised by Delta and skipped, so no record is written twice and none is skipped.
+Exactly once: the Kafka offsets of a micro-batch are in the checkpoint before it runs, and
+its Delta commit names the query and batch (``pipelines.ledger``). A batch replayed after a
+crash finds its commit and is skipped, so no record is written twice and none is skipped.
 """
 
 from __future__ import annotations
@@ -11,11 +10,13 @@ from __future__ import annotations
 import logging
 
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze
+from pipelines.ledger import CommitLedger, query_id_reader
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 
@@ -47,6 +48,17 @@ def ensure_bronze_table(spark: SparkSession, path: str) -> None:
     )
 
 
+class BronzeBatch:
+    """The ``foreachBatch`` function of bronze: append the batch's records once."""
+
+    def __init__(self, path: str, ledger: CommitLedger) -> None:
+        self.path = path
+        self.ledger = ledger
+
+    def __call__(self, records: DataFrame, batch_id: int) -> None:
+        self.ledger.append(records, self.path, batch_id)
+
+
 def start(spark: SparkSession, settings: Settings, available_now: bool = False) -> StreamingQuery:
     """Start the bronze query; ``available_now`` drains what Kafka holds now, then stops."""
     ensure_bronze_table(spark, settings.table_path("bronze"))
@@ -55,19 +67,21 @@ def start(spark: SparkSession, settings: Settings, available_now: bool = False) 
     reader = spark.readStream.format("kafka")
     for key, value in kafka_options(settings).items():
         reader = reader.option(key, value)
+    checkpoint = settings.checkpoint_path("bronze")
+    handler = BronzeBatch(settings.table_path("bronze"), CommitLedger(query_id_reader(checkpoint)))
     writer = (
         to_bronze(reader.load())
+        # output_rows of pipeline_batches (a foreachBatch sink reports none)
+        .observe("bronze", F.count(F.lit(1)).alias("output_rows"))
         .writeStream.queryName("bronze")
-        .format("delta")
-        .outputMode("append")
-        .partitionBy("ingest_date")
-        .option("checkpointLocation", settings.checkpoint_path("bronze"))
+        .foreachBatch(handler)
+        .option("checkpointLocation", checkpoint)
     )
     if available_now:
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{settings.trigger_interval_ms} milliseconds")
-    query = writer.start(settings.table_path("bronze"))
+    query = writer.start()
     log.info(
         "bronze started topic=%s table=%s starting_offsets=%s",
         settings.kafka_topic,

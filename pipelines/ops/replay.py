@@ -185,8 +185,9 @@ def _partial_query(
     reader = spark.readStream.format("delta").option("startingVersion", start)
     if stage == "silver":
         from expectations.rules import trade_rules, unique_key_rule
+        from pipelines.ledger import query_id_reader
         from pipelines.silver.batch import SilverBatch
-        from pipelines.silver.job import query_id_reader, validated
+        from pipelines.silver.job import validated
 
         rules = trade_rules(settings)
         bronze = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger).load(

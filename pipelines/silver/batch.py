@@ -3,15 +3,15 @@
 Order of writes (the idempotency argument is in docs/pipelines.md):
 1. one PostgreSQL transaction upserting raw_trades and quarantine (first write of a key
    wins);
-2. Delta silver append of the batch's new trades, tagged ``txnAppId=<query id>``,
-   ``txnVersion=<batch id>`` and ``userMetadata`` naming the batch;
+2. Delta silver append of the batch's new trades, its ``userMetadata`` naming the query and
+   batch (``pipelines.ledger``);
 3. Delta quarantine append of the batch's rejected records, tagged the same way (only
    when there are any).
 Rows are a function of the batch's bronze records, its timestamp (kept in the offset log)
 and silver as of the version before the batch. A replay (crash anywhere before Spark's
 commit log records the batch) finds its own silver commit if it made one, classifies
 against the version before it, and so recomputes identical rows; steps 1-3 then no-op or
-skip what already happened.
+skip the appends its ledger finds already made.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
 from cryptoflow.errors import CryptoflowError
+from pipelines.ledger import CommitLedger
 from pipelines.ops.batches import latency_percentiles, record_batch
 from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
 from pipelines.silver.mirror import mirror_to_postgres
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
-    batch_metadata,
-    find_committed_batch,
     key_index,
     keys_in_silver,
     table_version,
@@ -99,8 +98,7 @@ class SilverBatch:
         self.settings = settings
         self.rules = list(rules)
         self.unique_rule = unique_rule
-        self._app_id = app_id
-        self._app: str | None = None
+        self._ledger = CommitLedger(app_id)
         self._index: KeyIndex | None = None  # silver's keys as of its latest commit
         self._collect = _collected_columns()
         self.stats = SilverStats()
@@ -109,8 +107,6 @@ class SilverBatch:
         t0 = time.monotonic()
         steps = _Steps()
         spark = evaluated.sparkSession
-        if self._app is None:
-            self._app = self._app_id(spark)
         silver_path = self.settings.table_path("silver")
         before = self._silver_before(spark, batch_id)
         steps.mark("ledger")
@@ -139,20 +135,18 @@ class SilverBatch:
                 batch_id,
             )
             steps.mark("postgres")
-            meta = batch_metadata(self._app, batch_id)
-            tags = {"txnAppId": self._app, "txnVersion": batch_id, "userMetadata": meta}
-            silver = _new_rows(evaluated, positions)
-            silver.write.format("delta").mode("append").options(**tags).save(silver_path)
+            self._ledger.append(_new_rows(evaluated, positions), silver_path, batch_id)
             steps.mark("silver")
             if quarantined:
                 q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
-                q.write.format("delta").mode("append").options(**tags).save(
-                    self.settings.table_path("quarantine")
-                )
+                self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
                 steps.mark("quarantine")
             # Our commit is the latest (a replay's skipped write: the one it made before).
             self._index.advance(table_version(spark, silver_path), new_keys(rows, classes).items())
-            self._record(batch_id, rows, trades, len(quarantined), time.monotonic() - t0, steps)
+            dt = time.monotonic() - t0
+            self._record(
+                self._ledger.app(spark), batch_id, rows, trades, len(quarantined), dt, steps
+            )
         finally:
             evaluated.unpersist()
 
@@ -163,7 +157,7 @@ class SilverBatch:
         the version before that commit, so the replay classifies like the first attempt."""
         path = self.settings.table_path("silver")
         if self._index is None:
-            committed = find_committed_batch(spark, path, self._app, batch_id)
+            committed = self._ledger.committed(spark, path, batch_id)
             before = table_version(spark, path) if committed is None else committed - 1
             self._index = key_index(spark, path, before)
             return before
@@ -209,7 +203,14 @@ class SilverBatch:
         return tuple(special[c] if c in special else r[c] for c in _QUARANTINE_COLUMNS)
 
     def _record(
-        self, batch_id: int, rows: list[Row], trades: list[Row], quarantined: int, dt: float, steps
+        self,
+        app: str,
+        batch_id: int,
+        rows: list[Row],
+        trades: list[Row],
+        quarantined: int,
+        dt: float,
+        steps,
     ) -> None:
         counts: dict[str, int] = {}
         for r in rows:
@@ -230,7 +231,7 @@ class SilverBatch:
             self.settings,
             "silver",
             batch_id,
-            query_id=self._app,
+            query_id=app,
             output_rows=len(trades),
             quarantined=quarantined,
             **latency_percentiles(latencies),

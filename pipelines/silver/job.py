@@ -3,7 +3,6 @@ rejected frames in Delta quarantine, both mirrored to PostgreSQL (see ``batch``)
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from pipelines.bronze.job import ensure_bronze_table
+from pipelines.ledger import query_id_reader
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.silver.batch import SilverBatch
@@ -20,16 +20,6 @@ from pipelines.silver.transform import parse_frames
 from pipelines.silver.validate import Rule, apply_rules, check_rules
 
 log = logging.getLogger(__name__)
-
-
-def query_id_reader(checkpoint: str):
-    """A function reading the query id Spark stored in ``<checkpoint>/metadata``."""
-
-    def read(spark: SparkSession) -> str:
-        text = spark.read.text(f"{checkpoint.rstrip('/')}/metadata").first().value
-        return json.loads(text)["id"]
-
-    return read
 
 
 def validated(bronze: DataFrame, rules: Sequence[Rule]) -> DataFrame:

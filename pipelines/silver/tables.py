@@ -1,15 +1,11 @@
-"""Delta tables of the silver job: schemas, creation, the batch ledger in the commit log,
-and the reads deduplication needs.
+"""Delta tables of the silver job: schemas, creation, and the reads deduplication needs.
 
-Every silver commit carries ``userMetadata`` ``{"app": <query id>, "batch": N}`` and the
-Delta ``txnAppId``/``txnVersion`` pair. The ledger lets a replayed batch find out that it
-already committed and which table version preceded it, so it classifies duplicates against
-the same silver as the first attempt did.
+Every silver commit names its query and batch (``pipelines.ledger``): a replayed batch finds
+out that it already committed and which table version preceded it, so it classifies
+duplicates against the same silver as the first attempt did.
 """
 
 from __future__ import annotations
-
-import json
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -81,26 +77,6 @@ def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -
     DeltaTable.createIfNotExists(spark).location(quarantine_path).addColumns(
         QUARANTINE_SCHEMA
     ).execute()
-
-
-def batch_metadata(app: str, batch: int) -> str:
-    """The ``userMetadata`` of silver's commit for (query ``app``, ``batch``)."""
-    return json.dumps({"app": app, "batch": batch})
-
-
-def find_committed_batch(
-    spark: SparkSession, path: str, app: str, batch: int, lookback: int = 50
-) -> int | None:
-    """The table version committed by (app, batch) among the last ``lookback`` commits."""
-    history = DeltaTable.forPath(spark, path).history(lookback).select("version", "userMetadata")
-    for row in history.collect():
-        try:
-            meta = json.loads(row.userMetadata or "")
-        except ValueError:
-            continue
-        if meta.get("app") == app and meta.get("batch") == batch:
-            return row.version
-    return None
 
 
 def table_version(spark: SparkSession, path: str) -> int:
