@@ -91,6 +91,11 @@ class Settings:
     )
     max_offsets_per_trigger: int = _env("Most Kafka records per bronze batch (0: none)", 200_000)
     max_files_per_trigger: int = _env("Most bronze files per silver batch", 1000)
+    max_bytes_per_trigger: int = _env(
+        "Bronze bytes per silver batch (soft cap, at least one file): bounds the driver memory "
+        "a batch collects into",
+        16 * 1024 * 1024,
+    )
     trigger_interval_ms: int = _env("Micro-batch interval of the bronze and silver jobs", 500)
     gold_trigger_interval_ms: int = _env(
         "Micro-batch interval of the gold job (each batch recomputes the windows it touched "

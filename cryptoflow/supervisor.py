@@ -152,6 +152,8 @@ class StageRunner:
             if lag is not None:
                 parts.append(f"kafka_lag={lag}")
         observed = (p.get("observedMetrics") or {}).get(self.stage) or {}
+        if hasattr(observed, "asDict"):  # PySpark gives observed metrics as a Row
+            observed = observed.asDict()
         for key in ("latency_p50_ms", "latency_p99_ms", "quarantined", "late"):
             if observed.get(key) is not None:
                 parts.append(f"{key}={observed[key]}")

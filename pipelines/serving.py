@@ -5,9 +5,13 @@ target, then moves them with one ``INSERT ... ON CONFLICT`` on the target's key:
 the same rows is harmless. ``mirror`` wraps that in one transaction per micro-batch and
 retries an unreachable server with bounded, logged backoff.
 
-Value conventions (COPY text format): ``None`` -> NULL, ``Decimal``/int as written,
-``datetime`` aware or naive (naive = local time, which is what PySpark's ``collect`` returns
-for a TimestampType), ``bytes`` -> bytea, ``list`` -> a PostgreSQL array.
+Rows are either Python sequences or one ``pyarrow.Table`` with the spec's columns.
+
+Value conventions of sequences (COPY text format): ``None`` -> NULL, ``Decimal``/int as
+written, ``datetime`` aware or naive (naive = local time, which is what PySpark's ``collect``
+returns for a TimestampType), ``bytes`` -> bytea, ``list`` -> a PostgreSQL array. A table
+goes as COPY CSV written by Arrow (decimals exact, timestamps with their zone, NULL as an
+unquoted empty field); its columns must be scalars.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.csv
 from psycopg2 import sql
 
 from cryptoflow.db import connect
@@ -87,9 +93,26 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> io.StringIO:
     return buf
 
 
-def copy_upsert(
-    cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Iterable[Sequence[Any]]
-) -> int:
+Rows = Sequence[Sequence[Any]] | pa.Table
+
+
+def _copy_into(cur: psycopg2.extensions.cursor, stage: sql.Identifier, spec: UpsertSpec,
+               rows: Rows) -> None:  # fmt: skip
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+    if isinstance(rows, pa.Table):
+        buf = io.BytesIO()
+        pyarrow.csv.write_csv(
+            rows.select(list(spec.columns)), buf, pyarrow.csv.WriteOptions(include_header=False)
+        )
+        buf.seek(0)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stage, cols)
+        cur.copy_expert(statement.as_string(cur), buf)
+    else:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)
+        cur.copy_expert(statement.as_string(cur), copy_text(rows))
+
+
+def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -> int:
     """COPY ``rows`` into a temp staging table, then upsert into ``spec.table``.
 
     Runs inside the caller's transaction. Returns how many rows were inserted or updated.
@@ -104,9 +127,7 @@ def copy_upsert(
         ).format(stage=stage, target=target)
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-    cur.copy_expert(
-        sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols).as_string(cur), copy_text(rows)
-    )
+    _copy_into(cur, stage, spec, rows)
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
     if spec.update:
         others = [c for c in spec.columns if c not in spec.key]
@@ -127,7 +148,7 @@ def copy_upsert(
 
 def mirror(
     dsn: str,
-    writes: Sequence[tuple[UpsertSpec, Sequence[Sequence[Any]]]],
+    writes: Sequence[tuple[UpsertSpec, Rows]],
     retry_seconds: float = 60.0,
     what: str = "batch",
     sleep: Callable[[float], None] = time.sleep,
@@ -162,12 +183,10 @@ def mirror(
             delay, attempt = min(delay * 2, 8.0), attempt + 1
 
 
-def _mirror_once(
-    dsn: str, writes: Sequence[tuple[UpsertSpec, Sequence[Sequence[Any]]]]
-) -> dict[str, int]:
+def _mirror_once(dsn: str, writes: Sequence[tuple[UpsertSpec, Rows]]) -> dict[str, int]:
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            return {spec.table: copy_upsert(cur, spec, rows) for spec, rows in writes if rows}
+            return {spec.table: copy_upsert(cur, spec, rows) for spec, rows in writes if len(rows)}
     finally:
         conn.close()

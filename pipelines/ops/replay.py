@@ -190,8 +190,10 @@ def _partial_query(
         from pipelines.silver.job import validated
 
         rules = trade_rules(settings)
-        bronze = reader.option("maxFilesPerTrigger", settings.max_files_per_trigger).load(
-            settings.table_path("bronze")
+        bronze = (
+            reader.option("maxFilesPerTrigger", settings.max_files_per_trigger)
+            .option("maxBytesPerTrigger", settings.max_bytes_per_trigger)
+            .load(settings.table_path("bronze"))
         )
         source = validated(bronze, rules)
         unique = unique_key_rule(settings)

@@ -22,8 +22,11 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
@@ -112,28 +115,28 @@ class SilverBatch:
         steps.mark("ledger")
         evaluated = evaluated.persist()
         try:
-            rows = evaluated.select(*self._collect).collect()
+            # Arrow: ~10x faster than collecting Rows, and the new trades go to Postgres as
+            # Arrow-written CSV without becoming Python objects.
+            table = evaluated.select(*self._collect).toArrow()
+            rows = _candidates(table)
             steps.mark("validate")
             classes = classify(rows, self._index, self._lookup(spark, before))
             steps.mark("dedup")
-            self._stop_on_failures(rows, classes)
-            trades = [r for r, c in zip(rows, classes, strict=True) if c == NEW]
+            self._stop_on_failures(table, rows, classes)
+            trades = table.filter(pa.array([c == NEW for c in classes], pa.bool_()))
             duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
             positions = _positions(spark, duplicates) if duplicates else None
             raw = _raw_values(evaluated, positions)
+            others = [i for i, c in enumerate(classes) if c != NEW]
             quarantined = [
-                self._quarantine_row(r, c, raw)
-                for r, c in zip(rows, classes, strict=True)
-                if c != NEW
+                self._quarantine_row(r, classes[i], raw)
+                for i, r in zip(
+                    others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True
+                )
             ]
             # Postgres first: the rows are final (a replay recomputes them identically and
             # the upserts ignore what is already there), and serving latency counts.
-            mirror_to_postgres(
-                self.settings,
-                [tuple(r[c] for c in SILVER_COLUMNS[:-1]) for r in trades],
-                quarantined,
-                batch_id,
-            )
+            mirror_to_postgres(self.settings, trades, quarantined, batch_id)
             steps.mark("postgres")
             self._ledger.append(_new_rows(evaluated, positions), silver_path, batch_id)
             steps.mark("silver")
@@ -145,7 +148,7 @@ class SilverBatch:
             self._index.advance(table_version(spark, silver_path), new_keys(rows, classes).items())
             dt = time.monotonic() - t0
             self._record(
-                self._ledger.app(spark), batch_id, rows, trades, len(quarantined), dt, steps
+                self._ledger.app(spark), batch_id, table, trades, len(quarantined), dt, steps
             )
         finally:
             evaluated.unpersist()
@@ -174,31 +177,35 @@ class SilverBatch:
         return lambda keys: keys_in_silver(spark, path, before, keys)
 
     # ----- steps
-    def _stop_on_failures(self, rows: list[Row], classes: list[str]) -> None:
+    def _stop_on_failures(self, table: pa.Table, rows: list[Keyed], classes: list[str]) -> None:
         """Raise for the first row (by Kafka position) that a ``fail`` rule rejected."""
-        failing = [r for r in rows if r.fail_rule is not None]
+        fail_rules = table.column("fail_rule").to_pylist()
+        failing = [i for i, rule in enumerate(fail_rules) if rule is not None]
         if self.unique_rule.action == "fail":
-            failing += [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
+            failing += [i for i, c in enumerate(classes) if c == DUPLICATE]
         if not failing:
             return
-        row = min(failing, key=lambda r: (r.kafka_partition, r.kafka_offset))
-        rule = row.fail_rule or self.unique_rule.name
+        i = min(failing, key=lambda i: (rows[i].kafka_partition, rows[i].kafka_offset))
+        rule = fail_rules[i] or self.unique_rule.name
         raise ExpectationFailed(
             f"expectation {rule} (action fail) rejected the record at "
-            f"{row.topic}/{row.kafka_partition}/{row.kafka_offset}: silver stops; fix the input "
-            "or change the rule's action to drop or warn in the expectation suite"
+            f"{table.column('topic')[i].as_py()}/{rows[i].kafka_partition}/"
+            f"{rows[i].kafka_offset}: silver stops; fix the input or change the rule's action "
+            "to drop or warn in the expectation suite"
         )
 
-    def _quarantine_row(self, r: Row, row_class: str, raw: dict[tuple[int, int], bytes]) -> tuple:
+    def _quarantine_row(
+        self, r: dict[str, Any], row_class: str, raw: dict[tuple[int, int], bytes]
+    ) -> tuple:
         if row_class == DUPLICATE:
             reasons = [self.unique_rule.name]
-            value = raw[(r.kafka_partition, r.kafka_offset)]
+            value = raw[(r["kafka_partition"], r["kafka_offset"])]
         else:
-            reasons, value = list(r.failed_expectations), r.raw_value
+            reasons, value = list(r["failed_expectations"]), r["raw_value"]
         special = {
             "failed_expectations": reasons,
             "raw_value": value,
-            "quarantined_at": r.spark_time,
+            "quarantined_at": r["spark_time"],
         }
         return tuple(special[c] if c in special else r[c] for c in _QUARANTINE_COLUMNS)
 
@@ -206,33 +213,31 @@ class SilverBatch:
         self,
         app: str,
         batch_id: int,
-        rows: list[Row],
-        trades: list[Row],
+        table: pa.Table,
+        trades: pa.Table,
         quarantined: int,
         dt: float,
-        steps,
+        steps: _Steps,
     ) -> None:
-        counts: dict[str, int] = {}
-        for r in rows:
-            for name in r.failed_expectations:
-                counts[name] = counts.get(name, 0) + 1
+        names = pc.list_flatten(table.column("failed_expectations"))
+        counts = {c["values"]: c["counts"] for c in pc.value_counts(names).to_pylist()}
         warn = {r.name for r in self.rules if r.action == "warn"}
         warned = {k: v for k, v in counts.items() if k in warn}
         failed = {k: v for k, v in counts.items() if k not in warn}
-        latencies = [r.end_to_end_latency_ms for r in trades]
+        latencies = trades.column("end_to_end_latency_ms").to_pylist()
         s = self.stats
         s.batches += 1
-        s.last_batch_id, s.input_rows, s.output_rows = batch_id, len(rows), len(trades)
+        s.last_batch_id, s.input_rows, s.output_rows = batch_id, table.num_rows, trades.num_rows
         s.quarantined, s.duration_s, s.warned = quarantined, dt, warned
         s.latency_p50_ms = statistics.median(latencies) if latencies else None
-        s.total_output += len(trades)
+        s.total_output += trades.num_rows
         s.total_quarantined += quarantined
         record_batch(  # ops hook: silver's own numbers in pipeline_batches (best effort)
             self.settings,
             "silver",
             batch_id,
             query_id=app,
-            output_rows=len(trades),
+            output_rows=trades.num_rows,
             quarantined=quarantined,
             **latency_percentiles(latencies),
         )
@@ -240,8 +245,8 @@ class SilverBatch:
             "silver batch=%d input=%d output=%d quarantined=%d duration_ms=%d e2e_p50_ms=%s "
             "failed=%s warned=%s steps_ms=%s",
             batch_id,
-            len(rows),
-            len(trades),
+            table.num_rows,
+            trades.num_rows,
             quarantined,
             dt * 1000,
             "-" if s.latency_p50_ms is None else f"{s.latency_p50_ms:.0f}",
@@ -261,7 +266,23 @@ def _collected_columns() -> list[Column]:
     ]
 
 
-def _positions(spark: SparkSession, rows: list[Row]) -> DataFrame:
+class Keyed(NamedTuple):
+    """What deduplication reads of a collected row (``dedup.Candidate``)."""
+
+    symbol: str | None
+    trade_id: int | None
+    dropped: bool
+    kafka_partition: int
+    kafka_offset: int
+
+
+def _candidates(table: pa.Table) -> list[Keyed]:
+    """The batch's rows as ``Keyed`` tuples, in table order."""
+    columns = [table.column(name).to_pylist() for name in Keyed._fields]
+    return [Keyed(*values) for values in zip(*columns, strict=True)]
+
+
+def _positions(spark: SparkSession, rows: list[Keyed]) -> DataFrame:
     """The (partition, offset) of ``rows``, small enough to broadcast."""
     schema = "kafka_partition int, kafka_offset long"
     pairs = [(r.kafka_partition, r.kafka_offset) for r in rows]

@@ -48,8 +48,10 @@ def start(
     bronze_path = settings.table_path("bronze")
     ensure_bronze_table(spark, bronze_path)
     ensure_tables(spark, settings.table_path("silver"), settings.table_path("quarantine"))
-    bronze = spark.readStream.format("delta").option(
-        "maxFilesPerTrigger", settings.max_files_per_trigger
+    bronze = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", settings.max_files_per_trigger)
+        .option("maxBytesPerTrigger", settings.max_bytes_per_trigger)
     )
     evaluated = validated(bronze.load(bronze_path), rules)
     ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook

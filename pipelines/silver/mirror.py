@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptoflow.config import Settings
 from cryptoflow.services.postgres import pipeline_dsn
-from pipelines.serving import UpsertSpec, mirror
+from pipelines.serving import Rows, UpsertSpec, mirror
 from pipelines.silver.tables import QUARANTINE_KEY, QUARANTINE_SCHEMA, SILVER_SCHEMA
 
 #: raw_trades = silver's columns minus the partition column; first write of a key wins.
@@ -20,7 +20,7 @@ QUARANTINE = UpsertSpec("quarantine", tuple(QUARANTINE_SCHEMA.fieldNames()), QUA
 
 def mirror_to_postgres(
     settings: Settings,
-    trades: Sequence[Sequence[Any]],
+    trades: Rows,
     quarantined: Sequence[Sequence[Any]],
     batch_id: int,
 ) -> dict[str, int]:
