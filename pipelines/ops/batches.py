@@ -206,7 +206,8 @@ _ATTACH_LOCK = threading.Lock()
 
 
 def attach_recorder(spark: SparkSession, settings: Settings) -> BatchRecorder:
-    """Attach the recorder to ``spark`` once (later calls return the attached one)."""
+    """Attach the recorder to ``spark`` once; later calls return it, recording from then on
+    into the database of their ``settings`` (the latest job started wins)."""
     key = id(spark)
     with _ATTACH_LOCK:
         if key not in _ATTACHED:
@@ -214,4 +215,5 @@ def attach_recorder(spark: SparkSession, settings: Settings) -> BatchRecorder:
             spark.streams.addListener(recorder)
             _ATTACHED[key] = recorder
             log.info("pipeline_batches recorder attached")
+        _ATTACHED[key].settings = settings
         return _ATTACHED[key]
