@@ -96,8 +96,10 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> io.StringIO:
 Rows = Sequence[Sequence[Any]] | pa.Table
 
 
-def _copy_into(cur: psycopg2.extensions.cursor, stage: sql.Identifier, spec: UpsertSpec,
-               rows: Rows) -> None:  # fmt: skip
+def _copy_into(
+    cur: psycopg2.extensions.cursor, stage: sql.Identifier, spec: UpsertSpec, rows: Rows
+) -> None:
+    """COPY ``rows`` into the staging table: CSV written by Arrow, or the text format."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     if isinstance(rows, pa.Table):
         buf = io.BytesIO()
