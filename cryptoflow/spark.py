@@ -48,7 +48,7 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
     }
     if urlparse(s.checkpoints).scheme in ("", "file"):
         # Without Hadoop's native library the default (FileContext) manager's rename forks
-        # `readlink` and `chmod` for every offset and commit file: ~25 ms of each
+        # `readlink` and `chmod` for every offset and commit file: ~55 ms of each
         # micro-batch. A local rename is atomic, which is all this manager needs.
         conf["spark.sql.streaming.checkpointFileManagerClass"] = (
             "org.apache.spark.sql.execution.streaming.checkpointing."
