@@ -97,20 +97,20 @@ Rows = Sequence[Sequence[Any]] | pa.Table
 
 
 def _copy_into(
-    cur: psycopg2.extensions.cursor, stage: sql.Identifier, spec: UpsertSpec, rows: Rows
+    cur: psycopg2.extensions.cursor, into: sql.Composed, columns: Sequence[str], rows: Rows
 ) -> None:
-    """COPY ``rows`` into the staging table: CSV written by Arrow, or the text format."""
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+    """COPY ``rows`` into ``into`` (``table (columns)``): CSV written by Arrow for a table,
+    else the text format."""
     if isinstance(rows, pa.Table):
         buf = io.BytesIO()
         pyarrow.csv.write_csv(
-            rows.select(list(spec.columns)), buf, pyarrow.csv.WriteOptions(include_header=False)
+            rows.select(list(columns)), buf, pyarrow.csv.WriteOptions(include_header=False)
         )
         buf.seek(0)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stage, cols)
+        statement = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(into)
         cur.copy_expert(statement.as_string(cur), buf)
     else:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage, cols)
+        statement = sql.SQL("COPY {} FROM STDIN").format(into)
         cur.copy_expert(statement.as_string(cur), copy_text(rows))
 
 
@@ -129,7 +129,7 @@ def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -
         ).format(stage=stage, target=target)
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-    _copy_into(cur, stage, spec, rows)
+    _copy_into(cur, sql.SQL("{} ({})").format(stage, cols), spec.columns, rows)
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
     if spec.update:
         others = [c for c in spec.columns if c not in spec.key]
