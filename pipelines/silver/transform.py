@@ -79,16 +79,13 @@ def parse_frames(bronze: DataFrame, spark_time: datetime | None = None) -> DataF
     quantities go from their decimal strings straight to ``decimal(18,8)``; text with more
     digits than that is a parse error, never rounded.
     """
+    # One select per step, so each JSON scan runs once per row: written as nested Column
+    # expressions, the key scan and the wrapper parse were copied into every branch using
+    # them (eight key scans and four wrapper parses per row: 14.8 us a row against 9.2 now,
+    # 400k frames on two idle cores). Spark does not merge a select into the next one when
+    # that would repeat an expensive expression, so the steps stay separate.
     text = bronze["value"].cast("string")
-    keys = F.json_object_keys(text)
-    wrapped = F.coalesce(
-        F.array_contains(keys, "stream") | F.array_contains(keys, "data"), F.lit(False)
-    )
-    wrapper = F.from_json(text, _WRAPPER_SCHEMA)
-    payload_text = F.when(wrapped, wrapper["data"]).otherwise(text)
-    loose = F.from_json(payload_text, _TEXT_SCHEMA)
-    typed = F.from_json(payload_text, _TYPED_SCHEMA)
-    df = bronze.select(
+    step1 = bronze.select(
         bronze["value"].alias("raw_value"),
         bronze["key"].alias("kafka_key"),
         bronze["topic"],
@@ -98,12 +95,29 @@ def parse_frames(bronze: DataFrame, spark_time: datetime | None = None) -> DataF
         header_value(bronze["headers"], "source").alias("source"),
         F.is_valid_utf8(text).alias("_utf8"),
         (F.length(bronze["value"]) == 0).alias("_empty"),
+        text.alias("_text"),
+        F.json_object_keys(text).alias("_keys"),
+    )
+    keys = F.col("_keys")
+    step2 = step1.select(
+        "*",
         keys.isNotNull().alias("_object"),
-        wrapped.alias("_wrapped"),
-        F.when(wrapped, wrapper["stream"]).alias("stream"),
-        F.when(wrapped, wrapper["data"]).alias("_data"),
-        loose.alias("_loose"),
-        typed.alias("_typed"),
+        F.coalesce(
+            F.array_contains(keys, "stream") | F.array_contains(keys, "data"), F.lit(False)
+        ).alias("_wrapped"),
+        F.from_json(F.col("_text"), _WRAPPER_SCHEMA).alias("_wrapper"),
+    )
+    wrapped = F.col("_wrapped")
+    step3 = step2.select(
+        "*",
+        F.when(wrapped, F.col("_wrapper.stream")).alias("stream"),
+        F.when(wrapped, F.col("_wrapper.data")).alias("_data"),
+        F.when(wrapped, F.col("_wrapper.data")).otherwise(F.col("_text")).alias("_payload"),
+    )
+    df = step3.select(
+        "*",
+        F.from_json(F.col("_payload"), _TEXT_SCHEMA).alias("_loose"),
+        F.from_json(F.col("_payload"), _TYPED_SCHEMA).alias("_typed"),
     )
     price, bad_price = _decimal(F.col("_loose.p"))
     quantity, bad_quantity = _decimal(F.col("_loose.q"))
