@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.config import Settings
 from cryptoflow.jars import spark_classpath
+from cryptoflow.jvm import local_fs_conf, local_fs_jar
 from cryptoflow.services.process import java_binary
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.checkpointing."
             "FileSystemBasedCheckpointFileManager"
         )
+    nio_fs = local_fs_jar(s.jar_cache) if s.spark_master.startswith("local") else None
+    if nio_fs is not None:  # chmod and readlink without a process each (cryptoflow.jvm)
+        conf.update(local_fs_conf(nio_fs))
     return conf
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what cryptoflow still needs on a Debian machine, and nothing that is already there:
-#   system packages: a Java 17+ runtime, Maven, PostgreSQL server binaries (only when missing),
+#   system packages: a Java 17+ JDK (javac builds cryptoflow/jvm), Maven, PostgreSQL server binaries (only when missing),
 #                    plus, with --test, the packages listed in .ci/apt-packages.txt;
 #   uv (from PyPI, when missing) and the locked Python dependencies (uv sync --frozen).
 # It never downloads a Python interpreter: uv uses the machine's Python 3.11.
@@ -15,8 +15,9 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
-if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
-  missing+=(openjdk-17-jre-headless)
+if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null \
+  || ! command -v javac >/dev/null; then
+  missing+=(openjdk-17-jdk-headless)
 fi
 command -v mvn >/dev/null || missing+=(maven)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

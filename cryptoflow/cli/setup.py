@@ -11,6 +11,7 @@ from cryptoflow import db, services
 from cryptoflow.config import Settings
 from cryptoflow.errors import ServiceError
 from cryptoflow.jars import KAFKA_JARS, SPARK_JARS, ensure_jars, jar_paths
+from cryptoflow.jvm import local_fs_jar
 from cryptoflow.services import kafka, postgres
 from cryptoflow.services.process import java_binary
 
@@ -52,6 +53,10 @@ def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[],
 
         return step
 
+    def hadoop_fs() -> str:
+        jar = local_fs_jar(s.jar_cache)
+        return str(jar) if jar else "no javac: Hadoop's own (a process per file written)"
+
     def docs_assets() -> str:
         from expectations.docs_assets import ASSETS, ensure_docs_assets
 
@@ -88,6 +93,7 @@ def _steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callable[[],
         ("java", lambda: java_binary()),
         ("python dependencies", python_deps),
         ("spark jars", jars(SPARK_JARS)),
+        ("hadoop local file system", hadoop_fs),
     ]
     if s.embedded_kafka:
         steps.append(("kafka jars", jars(KAFKA_JARS)))
