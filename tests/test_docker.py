@@ -157,7 +157,7 @@ def test_setup_jars_only_stops_after_the_jar_steps():
     settings = make_settings(Path("/nonexistent-data-dir"))
     external = settings.replace(kafka_bootstrap_servers="kafka:9092")
     assert [name for name, _ in _steps(external, jars_only=True)] == [
-        "java", "python dependencies", "spark jars", "docs assets",
+        "java", "python dependencies", "spark jars", "hadoop local file system", "docs assets",
     ]  # fmt: skip
     assert [name for name, _ in _steps(settings, jars_only=True)][-2:] == [
         "kafka jars", "docs assets",
