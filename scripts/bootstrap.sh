@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cryptoflow still needs on a Debian machine, and nothing that is already there:
-#   system packages: a Java 17+ JDK (javac builds cryptoflow/jvm), Maven, PostgreSQL server binaries (only when missing),
-#                    plus, with --test, the packages listed in .ci/apt-packages.txt;
+#   system packages: a Java 17+ JDK (its javac builds cryptoflow/jvm), Maven, PostgreSQL
+#                    server binaries (only when missing), plus, with --test, the packages
+#                    listed in .ci/apt-packages.txt;
 #   uv (from PyPI, when missing) and the locked Python dependencies (uv sync --frozen).
 # It never downloads a Python interpreter: uv uses the machine's Python 3.11.
 set -euo pipefail

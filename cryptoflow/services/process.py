@@ -89,7 +89,7 @@ def java_binary() -> str:
     if not java or not Path(java).exists():
         raise ServiceError(
             f"Java {MIN_JAVA}+ is required for Spark and Kafka but was not found: "
-            "install it (apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME"
+            "install it (apt-get install -y openjdk-17-jdk-headless) or set JAVA_HOME"
         )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
@@ -99,6 +99,6 @@ def java_binary() -> str:
     if major < MIN_JAVA:
         raise ServiceError(
             f"Java {major or '?'} found at {java}, but {MIN_JAVA} or newer is required: "
-            "install openjdk-17-jre-headless and point JAVA_HOME at it"
+            "install openjdk-17-jdk-headless and point JAVA_HOME at it"
         )
     return java
