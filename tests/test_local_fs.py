@@ -81,3 +81,20 @@ def test_link_status_equals_hadoops_own(spark, tmp_path):
         assert ours == hadoop, name
         if name == "missing":
             assert "FileNotFoundException" in ours
+
+
+def test_without_javac_or_with_broken_sources_spark_keeps_hadoops_own(
+    tmp_path, monkeypatch, caplog
+):
+    import cryptoflow.jvm as jvm_module
+
+    monkeypatch.setattr(jvm_module, "_javac", lambda: None)
+    assert local_fs_jar(tmp_path / "a") is None
+    monkeypatch.undo()
+    broken = tmp_path / "Broken.java"
+    broken.write_text("package io.cryptoflow.hadoop; public class Broken { nonsense }")
+    monkeypatch.setattr(jvm_module, "SOURCES", [broken])
+    with caplog.at_level("WARNING", logger="cryptoflow.jvm"):
+        assert local_fs_jar(tmp_path / "b") is None
+    assert "javac could not build" in caplog.text
+    assert not list((tmp_path / "b").rglob("*.jar"))
