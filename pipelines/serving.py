@@ -43,8 +43,9 @@ class UpsertSpec:
     """Where rows go: the target table, its columns in row order, and its conflict key.
 
     ``update=False`` keeps the first row ever written for a key (``DO NOTHING``);
-    ``update=True`` overwrites the non-key columns (``DO UPDATE``), for rows that are
-    recomputed, like gold windows.
+    ``update=True`` overwrites the non-key columns (``DO UPDATE``) where one of them
+    differs, for rows that are recomputed, like gold windows: a row rewritten with the same
+    values keeps its tuple, so its commit time is that of its last real change.
     """
 
     table: str
@@ -117,7 +118,7 @@ def _copy_into(
 def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -> int:
     """COPY ``rows`` into a temp staging table, then upsert into ``spec.table``.
 
-    Runs inside the caller's transaction. Returns how many rows were inserted or updated.
+    Runs inside the caller's transaction. Returns how many rows were inserted or changed.
     """
     target = sql.Identifier(spec.table)
     stage = sql.Identifier(f"_stage_{spec.table}")
@@ -133,10 +134,12 @@ def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
     if spec.update:
         others = [c for c in spec.columns if c not in spec.key]
-        action = sql.SQL("DO UPDATE SET {}").format(
-            sql.SQL(", ").join(
+        action = sql.SQL("DO UPDATE SET {sets} WHERE ({mine}) IS DISTINCT FROM ({theirs})").format(
+            sets=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others
-            )
+            ),
+            mine=sql.SQL(", ").join(sql.Identifier(spec.table, c) for c in others),
+            theirs=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in others),
         )
     else:
         action = sql.SQL("DO NOTHING")

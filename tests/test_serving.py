@@ -82,3 +82,38 @@ def test_arrow_and_python_rows_upsert_the_same_values(settings, unique):
             for name in (arrow_name, rows_name):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.close()
+
+
+def test_update_rewrites_only_rows_that_differ(settings, unique):
+    """update=True: an identical row keeps its tuple (xmin, so its commit time); a changed
+    column, NULL included, is written."""
+    dsn = admin_dsn(settings)
+    name = f"serving_update_{unique}"
+    conn = connect(dsn)
+    conn.autocommit = True
+    spec = UpsertSpec(name, COLUMNS, ("k",), update=True)
+
+    def xmins() -> dict[str, str]:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT k, xmin::text FROM {}").format(sql.Identifier(name)))
+            return dict(cur.fetchall())
+
+    try:
+        _table(conn, name)
+        assert mirror(dsn, [(spec, ROWS)]) == {name: 3}
+        before = xmins()
+        assert mirror(dsn, [(spec, ROWS)]) == {name: 0}
+        assert xmins() == before
+        changed = [ROWS[0], (*ROWS[1][:4], None, ROWS[1][5]), (*ROWS[2][:5], "now set")]
+        assert mirror(dsn, [(spec, changed)]) == {name: 2}
+        after = xmins()
+        assert after["zero"] == before["zero"]
+        assert after["tiny"] != before["tiny"] and after["big"] != before["big"]
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT n, note FROM {} WHERE k IN ('tiny', 'big') ORDER BY k")
+                        .format(sql.Identifier(name)))  # fmt: skip
+            assert cur.fetchall() == [(-(2**62), "now set"), (None, "")]
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.close()

@@ -53,7 +53,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"replayed {r.stage} from {origin}"
         f": {r.rows_before} rows before, {r.rows_after} after, {r.batches} batches, "
-        f"PostgreSQL {r.pg_upserted} upserted / {r.pg_deleted} deleted, {r.seconds:.1f}s"
+        f"PostgreSQL {r.pg_upserted} inserted or changed / {r.pg_deleted} deleted, "
+        f"{r.seconds:.1f}s"
     )
     print(
         f"undo: RESTORE to version {r.previous_version} of {r.stage}; old checkpoint: "
