@@ -187,15 +187,10 @@ def _partial_query(
         from expectations.rules import trade_rules, unique_key_rule
         from pipelines.ledger import query_id_reader
         from pipelines.silver.batch import SilverBatch
-        from pipelines.silver.job import validated
+        from pipelines.silver.job import bronze_stream, validated
 
         rules = trade_rules(settings)
-        bronze = (
-            reader.option("maxFilesPerTrigger", settings.max_files_per_trigger)
-            .option("maxBytesPerTrigger", settings.max_bytes_per_trigger)
-            .load(settings.table_path("bronze"))
-        )
-        source = validated(bronze, rules)
+        source = validated(bronze_stream(reader, settings), rules)
         unique = unique_key_rule(settings)
         handler = SilverBatch(settings, rules, unique, query_id_reader(checkpoint))
     else:

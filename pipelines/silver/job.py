@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 
 from cryptoflow.config import Settings
 from pipelines.bronze.job import ensure_bronze_table
@@ -30,6 +30,16 @@ def validated(bronze: DataFrame, rules: Sequence[Rule]) -> DataFrame:
     return apply_rules(parsed, rules)
 
 
+def bronze_stream(reader: DataStreamReader, settings: Settings) -> DataFrame:
+    """Bronze as silver's streaming source, with its per-batch limits (the live job and a
+    partial replay read it the same way)."""
+    return (
+        reader.option("maxFilesPerTrigger", settings.max_files_per_trigger)
+        .option("maxBytesPerTrigger", settings.max_bytes_per_trigger)
+        .load(settings.table_path("bronze"))
+    )
+
+
 def start(
     spark: SparkSession,
     settings: Settings,
@@ -48,12 +58,7 @@ def start(
     bronze_path = settings.table_path("bronze")
     ensure_bronze_table(spark, bronze_path)
     ensure_tables(spark, settings.table_path("silver"), settings.table_path("quarantine"))
-    bronze = (
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", settings.max_files_per_trigger)
-        .option("maxBytesPerTrigger", settings.max_bytes_per_trigger)
-    )
-    evaluated = validated(bronze.load(bronze_path), rules)
+    evaluated = validated(bronze_stream(spark.readStream.format("delta"), settings), rules)
     ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     checkpoint = settings.checkpoint_path("silver")
