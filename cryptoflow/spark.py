@@ -42,6 +42,10 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         # A Delta checkpoint costs seconds on two cores; at the default interval (10) the
         # streaming tables wrote one every few seconds. New tables checkpoint every 100.
         "spark.databricks.delta.properties.defaults.checkpointInterval": "100",
+        # Compiled query code is cached by its source. Three streaming jobs plus Delta's
+        # own queries use more than the default 100 classes, so each batch evicted and
+        # recompiled code the next one needed (half of all compilations at the live rate).
+        "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseG1GC -Xss4m"
