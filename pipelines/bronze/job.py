@@ -8,6 +8,7 @@ crash finds its commit and is skipped, so no record is written twice and none is
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
-from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze
+from pipelines.bronze.transform import BRONZE_SCHEMA, stamp, to_bronze
 from pipelines.ledger import CommitLedger, query_id_reader
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
@@ -49,14 +50,15 @@ def ensure_bronze_table(spark: SparkSession, path: str) -> None:
 
 
 class BronzeBatch:
-    """The ``foreachBatch`` function of bronze: append the batch's records once."""
+    """The ``foreachBatch`` function of bronze: append the batch's records once, stamped
+    with the time of the write."""
 
     def __init__(self, path: str, ledger: CommitLedger) -> None:
         self.path = path
         self.ledger = ledger
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
-        self.ledger.append(records, self.path, batch_id)
+        self.ledger.append(stamp(records, datetime.now(UTC)), self.path, batch_id)
 
 
 def start(spark: SparkSession, settings: Settings, available_now: bool = False) -> StreamingQuery:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -15,6 +17,8 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+from pipelines.batch_values import opaque_timestamp
 
 #: Bronze Delta schema, in column order (``ingest_date`` is the partition column).
 BRONZE_SCHEMA = StructType(
@@ -43,11 +47,11 @@ def header_value(headers: Column, name: str) -> Column:
 
 
 def to_bronze(kafka: DataFrame) -> DataFrame:
-    """Kafka source rows (with ``includeHeaders``) -> bronze rows.
+    """Kafka source rows (with ``includeHeaders``) -> bronze rows but ``bronze_time``.
 
     ``value`` stays binary byte for byte; headers become ``array<struct<key, value string>>``
-    (an array, not a map: Kafka allows repeated header keys); ``bronze_time`` is when the
-    micro-batch ran; ``ingest_date`` (UTC date of the Kafka timestamp) partitions the table.
+    (an array, not a map: Kafka allows repeated header keys); ``ingest_date`` (UTC date of
+    the Kafka timestamp) partitions the table. ``stamp`` adds ``bronze_time`` per batch.
     """
     headers = F.transform(
         F.coalesce(kafka["headers"], F.array().cast("array<struct<key:string,value:binary>>")),
@@ -61,6 +65,16 @@ def to_bronze(kafka: DataFrame) -> DataFrame:
         kafka["offset"],
         kafka["timestamp"].alias("kafka_timestamp"),
         headers.alias("headers"),
-        F.current_timestamp().alias("bronze_time"),
         F.to_date(kafka["timestamp"]).alias("ingest_date"),
+    )
+
+
+def stamp(records: DataFrame, written_at: datetime) -> DataFrame:
+    """``to_bronze``'s rows of one batch with ``bronze_time`` = ``written_at``, in
+    ``BRONZE_SCHEMA`` order. Not ``current_timestamp()`` in the streaming plan: Spark writes
+    the batch timestamp into the generated code, so each batch compiled its own classes
+    (``pipelines.batch_values``)."""
+    at = opaque_timestamp(F.lit(written_at).cast("timestamp"), F.col("topic"))
+    return records.select(
+        *(at.alias(f.name) if f.name == "bronze_time" else F.col(f.name) for f in BRONZE_SCHEMA)
     )

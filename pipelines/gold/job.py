@@ -24,6 +24,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from cryptoflow.services.postgres import pipeline_dsn
+from pipelines.batch_values import opaque_long
 from pipelines.gold.scope import Scope, Window
 from pipelines.gold.transform import (
     GOLD_SCHEMA,
@@ -99,7 +100,9 @@ class GoldBatchWriter:
             else self.max_seen_us - self.settings.watermark_seconds * 1_000_000
         )
         us = F.unix_micros("trade_time")
-        late = F.lit(False) if watermark_us is None else us < F.lit(watermark_us)
+        late = F.lit(False)
+        if watermark_us is not None:  # kept out of the generated code (pipelines.batch_values)
+            late = us < opaque_long(watermark_us, F.col("symbol"))
         starts = [window_start_us(F.col("trade_time"), s).alias(f"w{s}") for s in self.lengths]
         stats = (
             batch.groupBy(F.col("symbol"), *starts)
