@@ -138,10 +138,12 @@ class StageRunner:
                 self.last_error = str(e).splitlines()[0][:300]
 
     def status(self) -> str:
+        from pipelines.progress import last_progress
+
         q = self.query
         if q is None or not q.isActive:
             return f"{self.stage}: down ({self.last_error or 'starting'})"
-        p = q.lastProgress or {}
+        p = last_progress(q)
         parts = [f"{self.stage}: batch={p.get('batchId', '-')}"]
         parts.append(f"rows/s={p.get('processedRowsPerSecond', 0.0):.0f}")
         duration = (p.get("durationMs") or {}).get("triggerExecution")

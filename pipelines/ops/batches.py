@@ -26,12 +26,12 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQueryListener
 
 from cryptoflow.config import Settings
 from cryptoflow.db import connect
 from cryptoflow.errors import CryptoflowError
 from cryptoflow.services.postgres import pipeline_dsn
+from pipelines.progress import JsonProgressListener
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def progress_numbers(progress: Mapping[str, Any]) -> dict[str, Any]:
     return numbers
 
 
-class BatchRecorder(StreamingQueryListener):
+class BatchRecorder(JsonProgressListener):
     """Records every named query's micro-batches into ``pipeline_batches``."""
 
     def __init__(self, settings: Settings) -> None:
