@@ -50,9 +50,16 @@ class Scope:
         return i >= 0 and self.ranges[i][0] <= start_us and end_us <= self.ranges[i][1]
 
     def silver_filter(self) -> Column:
-        """Silver rows of the scope: trade_date partitions, symbols, trade-time ranges."""
-        us = F.unix_micros("trade_time")
-        in_ranges = [(us >= F.lit(s)) & (us < F.lit(e)) for s, e in self.ranges]
+        """Silver rows of the scope: trade_date partitions, symbols, trade-time ranges.
+
+        The column is compared as it is: Delta skips files on per-file min/max only for
+        predicates on the plain column (``unix_micros(trade_time) >= n`` read every file of
+        the day's partitions, a cost growing all day)."""
+        t = F.col("trade_time")
+        in_ranges = [
+            (t >= F.timestamp_micros(F.lit(s))) & (t < F.timestamp_micros(F.lit(e)))
+            for s, e in self.ranges
+        ]
         cond = in_ranges[0]
         for more in in_ranges[1:]:
             cond = cond | more
