@@ -49,7 +49,7 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
         # The parallel collector: on two shared cores G1's concurrent marking and write
         # barriers cost more CPU than its shorter pauses save (docs/pipelines.md,
-        # "Performance": raw_trades p50 2.2 -> 1.9 s at the live rate).
+        # "Performance": raw_trades p50 2.3-2.5 -> 2.0-2.1 s, drain 119 -> 103-107 s).
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseParallelGC -Xss4m"
         ),
