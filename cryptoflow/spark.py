@@ -63,8 +63,8 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
             "FileSystemBasedCheckpointFileManager"
         )
     nio_fs = local_fs_jar(s.jar_cache) if s.spark_master.startswith("local") else None
-    if nio_fs is not None:  # chmod and readlink without a process each (cryptoflow.jvm)
-        conf.update(local_fs_conf(nio_fs))
+    if nio_fs is not None:  # no process per file; a cheap _delta_log listing (cryptoflow.jvm)
+        conf.update(local_fs_conf(nio_fs, s.jar_cache))
     return conf
 
 

@@ -1,11 +1,15 @@
-"""A local file system for Hadoop that does not start a process per file.
+"""A local file system for Hadoop that does not start a process per file, and a Delta log
+store that does not stat every file of a table's log on each snapshot update.
 
 Without Hadoop's native library (pip's pyspark has none), Hadoop's local file system runs
 ``chmod`` for every file it creates and ``readlink`` for every link lookup: about 16
 processes per Delta append, a third of a small append's time on two cores. The Java sources
-next to this module override just those two calls with ``java.nio``; they are compiled once
-against pyspark's Hadoop into the JAR cache. Without ``javac`` (a JRE only) Spark keeps
-Hadoop's own file system and everything works, only slower.
+next to this module override just those two calls with ``java.nio``. Delta's local log store
+stats every file of ``_delta_log`` on each snapshot update, and a streaming table's log
+holds every commit of the retention window; ``NioLocalLogStore`` stats only the files it
+returns. The sources are compiled once against pyspark's Hadoop and Delta's storage JAR into
+the JAR cache. Without ``javac`` (a JRE only) Spark keeps Hadoop's file system and Delta's
+log store and everything works, only slower.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 SOURCES = sorted((Path(__file__).parent / "io").rglob("*.java"))
 FILE_SYSTEM = "io.cryptoflow.hadoop.NioLocalFileSystem"
 FILE_CONTEXT = "io.cryptoflow.hadoop.NioLocalFs"
+LOG_STORE = "io.cryptoflow.delta.NioLocalLogStore"
 
 
 def _hadoop_api_jar() -> Path:
@@ -35,6 +40,15 @@ def _hadoop_api_jar() -> Path:
     if not jars:
         raise ServiceError("pyspark ships no hadoop-client-api JAR: is pyspark installed fully?")
     return jars[-1]
+
+
+def _delta_storage_jar(cache: Path) -> Path:
+    from cryptoflow.jars import SPARK_JARS, artifact_name, jar_paths
+
+    jars = [j for j in jar_paths(cache, SPARK_JARS) if artifact_name(j) == "delta-storage"]
+    if not jars:
+        raise ServiceError(f"no delta-storage JAR in {cache}: run `cryptoflow setup`")
+    return jars[0]
 
 
 def _javac() -> str | None:
@@ -49,8 +63,8 @@ def _javac() -> str | None:
 def local_fs_jar(cache: Path) -> Path | None:
     """The compiled file-system JAR in ``cache``, built on first use; None when it cannot
     be built (no javac), and Spark then keeps Hadoop's own."""
-    api = _hadoop_api_jar()
-    digest = hashlib.sha1(api.name.encode())
+    api, delta = _hadoop_api_jar(), _delta_storage_jar(cache)
+    digest = hashlib.sha1(f"{api.name} {delta.name}".encode())
     for src in SOURCES:
         digest.update(src.read_bytes())
     jar = cache / f"hadoop-nio-{digest.hexdigest()[:10]}" / "cryptoflow-hadoop-nio.jar"
@@ -65,7 +79,8 @@ def local_fs_jar(cache: Path) -> Path | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         classes = Path(tmp)
-        cmd = [javac, "--release", "17", "-nowarn", "-cp", str(api), "-d", str(classes)]
+        classpath = os.pathsep.join([str(api), str(delta)])
+        cmd = [javac, "--release", "17", "-nowarn", "-cp", classpath, "-d", str(classes)]
         proc = subprocess.run([*cmd, *map(str, SOURCES)], capture_output=True, text=True)
         if proc.returncode != 0:  # only slower without it: say why, and go on
             log.warning("javac could not build %s, so Spark uses Hadoop's local file system: %s",
@@ -81,13 +96,16 @@ def local_fs_jar(cache: Path) -> Path | None:
     return jar
 
 
-def local_fs_conf(jar: Path) -> dict[str, str]:
-    """Spark settings that make ``file:`` paths use the JAR's file system.
+def local_fs_conf(jar: Path, cache: Path) -> dict[str, str]:
+    """Spark settings that make ``file:`` paths use the JAR's file system and Delta's
+    ``file:`` tables its log store.
 
     The JAR goes on the driver's JVM classpath (``spark.jars`` is loaded too late: Spark
-    resolves files before it)."""
+    resolves files before it), and with it Delta's storage JAR, which the log store extends
+    (the class loader of ``spark.jars`` asks this one first, so there is one copy)."""
     return {
-        "spark.driver.extraClassPath": str(jar),
+        "spark.driver.extraClassPath": os.pathsep.join([str(jar), str(_delta_storage_jar(cache))]),
         "spark.hadoop.fs.file.impl": FILE_SYSTEM,
         "spark.hadoop.fs.AbstractFileSystem.file.impl": FILE_CONTEXT,
+        "spark.delta.logStore.file.impl": LOG_STORE,
     }
