@@ -61,8 +61,8 @@ def _javac() -> str | None:
 
 
 def local_fs_jar(cache: Path) -> Path | None:
-    """The compiled file-system JAR in ``cache``, built on first use; None when it cannot
-    be built (no javac), and Spark then keeps Hadoop's own."""
+    """The compiled JAR (file system and log store) in ``cache``, built on first use; None
+    when it cannot be built (no javac), and Spark then keeps Hadoop's and Delta's own."""
     api, delta = _hadoop_api_jar(), _delta_storage_jar(cache)
     digest = hashlib.sha1(f"{api.name} {delta.name}".encode())
     for src in SOURCES:
