@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
@@ -74,6 +75,9 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
     if s.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (``createDataFrame`` of local rows) otherwise start ``python3`` from
+    # PATH, often not the project's interpreter; another minor version fails every task.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(s, app_name).items():
         builder = builder.config(key, value)

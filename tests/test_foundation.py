@@ -67,6 +67,14 @@ def test_spark_session_is_case_sensitive_and_small(spark):
     assert tuple(df.first()["j"]) == (1, 2)
 
 
+def test_python_workers_run_the_drivers_interpreter(spark):
+    """Spark's Python workers (``createDataFrame`` of local rows uses them) run the project's
+    interpreter, not whatever ``python3`` is first on PATH (a different minor version there
+    fails every such task)."""
+    ran = spark.sparkContext.parallelize([0], 1).map(lambda _: sys.executable).collect()
+    assert ran == [sys.executable]
+
+
 def test_migrations_apply_twice_and_tables_have_design_columns(settings):
     dsn = postgres.admin_dsn(settings)
     db.apply_migrations(dsn)  # the fixture applied them already; a second run is a no-op
