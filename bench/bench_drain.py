@@ -6,6 +6,8 @@ Postgres ``raw_trades`` holds every trade and the short-window ``metrics`` rows 
 Reports trades/s over the whole drain (Spark start-up included) and between the first and the
 last Postgres commit of raw_trades: the trades committed after the first commit divided by
 the time between the two (the first commit's trades were processed before the span began).
+For that span it also reports the CPU each part of the stack used, per trade: on N cores a
+rate R leaves at most N / R CPU seconds per trade for everything together.
 
     .venv/bin/python bench/bench_drain.py --trades 1000000
 """
@@ -14,17 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 
 from confluent_kafka import Producer
-from stack import private_stack, running_up, save
+from stack import cpu_report, private_stack, running_up, save
 
 # Commit span of raw_trades, and the trades committed after its first commit.
 STEADY = """
 WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS at, count(*) AS n FROM raw_trades GROUP BY 1)
-SELECT extract(epoch FROM max(at) - min(at)), sum(n) FILTER (WHERE at > (SELECT min(at) FROM c)),
-       count(*)
+SELECT extract(epoch FROM min(at)), extract(epoch FROM max(at)),
+       sum(n) FILTER (WHERE at > (SELECT min(at) FROM c)), count(*)
 FROM c"""
 LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
 
@@ -91,8 +94,10 @@ def main() -> None:
             total = time.monotonic() - started
             with conn.cursor() as cur:
                 cur.execute(STEADY)
-                span, after, commits = cur.fetchone()
-                commit_span, after_first = float(span), int(after or 0)
+                first, last, after, commits = cur.fetchone()
+                commit_span, after_first = float(last - first), int(after or 0)
+    cpu = run.sampler.cpu_between(float(first), float(last))
+    cpu_us = {group: seconds / max(after_first, 1) * 1e6 for group, seconds in cpu.items()}
     result = {
         "trades": args.trades,
         "seconds_total": total,
@@ -102,6 +107,9 @@ def main() -> None:
         "trades_after_first_commit": after_first,
         "trades_per_s_steady": after_first / commit_span if commit_span else None,
         "peak_rss_mb": run.sampler.peak_kb / 1024,
+        "cpu_seconds_steady": cpu,
+        "cpu_us_per_trade_steady": cpu_us,
+        "cpu_us_per_trade_budget": os.cpu_count() / 20_000 * 1e6,  # the 20,000 trades/s target
     }
     print(
         f"drained {args.trades} trades in {total:.0f}s: {result['trades_per_s_total']:.0f} "
@@ -109,6 +117,13 @@ def main() -> None:
         f"between the first and the last of {commits} raw_trades commits ({after_first} trades "
         f"in {commit_span:.1f}s); peak memory {result['peak_rss_mb']:.0f} MB"
     )
+    if commit_span:
+        per_trade = ", ".join(f"{g} {us:.0f}" for g, us in cpu_us.items() if us >= 0.5)
+        print(
+            f"CPU between those commits: {cpu_report(cpu, commit_span)}; µs per trade: "
+            f"{per_trade}; together {sum(cpu_us.values()):.0f} (20,000 trades/s on "
+            f"{os.cpu_count()} cores allows {result['cpu_us_per_trade_budget']:.0f})"
+        )
     print(f"saved {save('drain', result)}")
 
 

@@ -6,7 +6,8 @@ broker and Postgres) on a private stack for ``--seconds`` after a warm-up, then 
 * raw_trades: p50 / p99 of (Postgres commit time - trade_time), commit time from
   ``pg_xact_commit_timestamp(xmin)`` (the embedded cluster tracks commit timestamps);
 * metrics: p50 / p99 of (Postgres commit time - window_end), newest version of each row;
-* the peak resident memory of every process of the run together.
+* the peak resident memory of every process of the run together;
+* the CPU each part of the stack used over the measured period, in % of one core.
 
     .venv/bin/python bench/bench_latency.py --rate 30 --seconds 180
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from stack import percentile, private_stack, running_up, save
+from stack import cpu_report, percentile, private_stack, running_up, save
 
 LAT_TRADES = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - trade_time) * 1000
@@ -52,7 +53,9 @@ def main() -> None:
             cur.execute("SELECT now()")
             since = cur.fetchone()[0]
         print(f"bench: measuring {args.seconds:.0f}s from {since}", flush=True)
+        measured_from = time.time()
         time.sleep(args.seconds)
+        cpu = run.sampler.cpu_between(measured_from, time.time())
         with conn.cursor() as cur:
             cur.execute(LAT_TRADES, (since,))
             trades = [float(r[0]) for r in cur.fetchall()]
@@ -68,13 +71,15 @@ def main() -> None:
                     "p99_ms": percentile(short, 0.99)},
         "peak_rss_mb": run.sampler.peak_kb / 1024,
         "peak_rss_by_process_mb": {k: v / 1024 for k, v in run.sampler.peak_detail.items()},
+        "cpu_seconds": cpu,
     }  # fmt: skip
     print(
         f"raw_trades commit-trade_time: p50={result['raw_trades']['p50_ms']:.0f} ms "
         f"p99={result['raw_trades']['p99_ms']:.0f} ms over {len(trades)} rows\n"
         f"metrics({s.window_seconds}s) commit-window_end: p50={result['metrics']['p50_ms']:.0f} ms "
         f"p99={result['metrics']['p99_ms']:.0f} ms over {len(short)} rows\n"
-        f"peak resident memory of the stack: {result['peak_rss_mb']:.0f} MB"
+        f"peak resident memory of the stack: {result['peak_rss_mb']:.0f} MB\n"
+        f"CPU over the measured period: {cpu_report(cpu, args.seconds)}"
     )
     print(f"saved {save('latency', result)}")
 

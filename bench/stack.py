@@ -1,5 +1,5 @@
 """A private stack for benchmarks: embedded Kafka + PostgreSQL in a temp data dir, free ports,
-schema applied; plus process-tree memory sampling. Nothing here is timed itself."""
+schema applied; plus process-tree memory and CPU sampling. Nothing here is timed itself."""
 
 from __future__ import annotations
 
@@ -58,11 +58,11 @@ def private_stack(**overrides) -> Iterator[Settings]:
 @dataclass
 class UpRun:
     """A running ``cryptoflow up`` of a benchmark: the process, its log, the stack's memory
-    sampler and an autocommit admin connection for polling the serving tables."""
+    and CPU sampler and an autocommit admin connection for polling the serving tables."""
 
     proc: subprocess.Popen
     log: Path
-    sampler: MemorySampler
+    sampler: StackSampler
     conn: object
 
 
@@ -77,7 +77,7 @@ def running_up(s: Settings, *args: str) -> Iterator[UpRun]:
         cryptoflow_argv("up", *args), env=child_env(s), stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )  # fmt: skip
-    sampler = MemorySampler(lambda: service_pids(s) | {proc.pid})
+    sampler = StackSampler(lambda: service_pids(s) | {proc.pid})
     sampler.start()
     conn = connect(postgres.admin_dsn(s))
     conn.autocommit = True
@@ -129,27 +129,74 @@ def service_pids(s: Settings) -> set[int]:
     return pids
 
 
-class MemorySampler(threading.Thread):
-    """Peak summed memory (PSS) of the process trees under ``roots()``, sampled every second."""
+class StackSampler(threading.Thread):
+    """Every second, over the process trees under ``roots()``: the peak summed memory (PSS)
+    and the CPU seconds used so far per part of the stack (``process_group``)."""
 
     def __init__(self, roots, interval: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.roots, self.interval = roots, interval
         self.peak_kb, self.peak_detail = 0, {}
+        self.cpu_timeline: list[tuple[float, dict[str, float]]] = []  # (epoch s, group -> s)
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, CPU s); exited ones kept
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
             detail = {}
             for pid in _children(set(self.roots())):
-                detail[f"{pid} {_comm(pid)[:80]}"] = _pss_kb(pid)
+                cmdline = _comm(pid)
+                detail[f"{pid} {cmdline[:80]}"] = _pss_kb(pid)
+                cpu = _cpu_seconds(pid)
+                if cpu is not None:
+                    self._cpu[pid] = (process_group(cmdline), cpu)
             total = sum(detail.values())
             if total > self.peak_kb:
                 self.peak_kb, self.peak_detail = total, detail
+            groups: dict[str, float] = {}
+            for group, cpu in self._cpu.values():
+                groups[group] = groups.get(group, 0.0) + cpu
+            self.cpu_timeline.append((time.time(), groups))
 
     def stop(self) -> None:
         self._halt.set()
         self.join(5)
+
+    def cpu_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per process group between two epoch times (nearest samples inside)."""
+        inside = [(t, g) for t, g in self.cpu_timeline if start <= t <= end]
+        if len(inside) < 2:
+            return {}
+        (_, first), (_, last) = inside[0], inside[-1]
+        scale = (end - start) / (inside[-1][0] - inside[0][0])
+        used = {k: (v - first.get(k, 0.0)) * scale for k, v in last.items()}
+        return dict(sorted(used.items(), key=lambda kv: -kv[1]))
+
+
+def process_group(cmdline: str) -> str:
+    """The part of the stack a process is: ``spark``, ``kafka``, ``postgres``, ``cryptoflow
+    <command>`` (``up``'s Python, ingestion, the simulator), else its program name."""
+    argv = cmdline.split()
+    if not argv:
+        return "?"
+    if "kafka.Kafka" in argv:
+        return "kafka"
+    if "org.apache.spark.deploy.SparkSubmit" in argv:
+        return "spark"
+    if os.path.basename(argv[0]).startswith("postgres"):
+        return "postgres"
+    if "cryptoflow" in argv[:3] and argv.index("cryptoflow") + 1 < len(argv):
+        return f"cryptoflow {argv[argv.index('cryptoflow') + 1]}"
+    return os.path.basename(argv[0])
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _comm(pid: int) -> str:
@@ -157,6 +204,14 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def cpu_report(used: dict[str, float], seconds: float) -> str:
+    """``spark 151% of a core, postgres 12%, ...`` for CPU seconds used over ``seconds``."""
+    shares = {group: cpu / seconds for group, cpu in used.items()}
+    parts = [f"{group} {share:.0%}" for group, share in shares.items() if share >= 0.005]
+    total = sum(used.values()) / seconds
+    return f"{', '.join(parts)} (together {total:.0%} of one core; {os.cpu_count()} cores)"
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,0 +1,53 @@
+"""The benchmarks' CPU accounting (bench/stack.py): process groups and CPU over a span."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from stack import StackSampler, _cpu_seconds, process_group  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "group"),
+    [
+        ("/usr/bin/java -cp a.jar org.apache.spark.deploy.SparkSubmit pyspark-shell", "spark"),
+        ("/usr/bin/java -Xmx512m -cp k.jar kafka.Kafka server.properties", "kafka"),
+        ("/usr/lib/postgresql/15/bin/postgres -D /tmp/pg", "postgres"),
+        ("postgres: checkpointer ", "postgres"),
+        ("/app/.venv/bin/python -m cryptoflow up --source sim", "cryptoflow up"),
+        ("/app/.venv/bin/python -m cryptoflow ingest --source sim", "cryptoflow ingest"),
+        ("/usr/bin/readlink -f x", "readlink"),
+        ("", "?"),
+    ],
+)
+def test_process_group_names_the_part_of_the_stack(cmdline: str, group: str) -> None:
+    assert process_group(cmdline) == group
+
+
+def test_cpu_between_uses_the_samples_inside_and_scales_to_the_span() -> None:
+    sampler = StackSampler(roots=set)
+    sampler.cpu_timeline = [
+        (100.0, {"spark": 10.0}),
+        (101.0, {"spark": 11.0, "postgres": 0.5}),
+        (103.0, {"spark": 13.0, "postgres": 0.7}),
+        (110.0, {"spark": 40.0, "postgres": 1.0}),
+    ]
+    # Samples at 101 and 103 fall inside [100.5, 104.5]: 2 s of spark over 2 s, scaled to 4 s.
+    used = sampler.cpu_between(100.5, 104.5)
+    assert used == pytest.approx({"spark": 4.0, "postgres": 0.4})
+    assert list(used) == ["spark", "postgres"]  # largest first
+    assert sampler.cpu_between(104.0, 109.0) == {}  # fewer than two samples: unknown
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    before = _cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    after = _cpu_seconds(os.getpid())
+    assert before is not None and after is not None and after > before
+    assert _cpu_seconds(2**22 + 12345) is None  # no such process
