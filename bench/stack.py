@@ -174,8 +174,9 @@ class StackSampler(threading.Thread):
 
 
 def process_group(cmdline: str) -> str:
-    """The part of the stack a process is: ``spark``, ``kafka``, ``postgres``, ``cryptoflow
-    <command>`` (``up``'s Python, ingestion, the simulator), else its program name."""
+    """The part of the stack a process is: ``spark``, ``kafka``, ``postgres``, ``pyspark
+    workers``, ``cryptoflow <command>`` (``up``'s Python, ingestion, the simulator), else its
+    program name."""
     argv = cmdline.split()
     if not argv:
         return "?"
@@ -183,6 +184,8 @@ def process_group(cmdline: str) -> str:
         return "kafka"
     if "org.apache.spark.deploy.SparkSubmit" in argv:
         return "spark"
+    if "pyspark.daemon" in argv:
+        return "pyspark workers"
     if os.path.basename(argv[0]).startswith("postgres"):
         return "postgres"
     if "cryptoflow" in argv[:3] and argv.index("cryptoflow") + 1 < len(argv):

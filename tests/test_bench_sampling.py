@@ -22,6 +22,7 @@ from stack import StackSampler, _cpu_seconds, process_group  # noqa: E402
         ("postgres: checkpointer ", "postgres"),
         ("/app/.venv/bin/python -m cryptoflow up --source sim", "cryptoflow up"),
         ("/app/.venv/bin/python -m cryptoflow ingest --source sim", "cryptoflow ingest"),
+        ("/app/.venv/bin/python -m pyspark.daemon pyspark.worker", "pyspark workers"),
         ("/usr/bin/readlink -f x", "readlink"),
         ("", "?"),
     ],
