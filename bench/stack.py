@@ -188,9 +188,10 @@ def process_group(cmdline: str) -> str:
         return "pyspark workers"
     if os.path.basename(argv[0]).startswith("postgres"):
         return "postgres"
-    if "cryptoflow" in argv[:3] and argv.index("cryptoflow") + 1 < len(argv):
-        return f"cryptoflow {argv[argv.index('cryptoflow') + 1]}"
-    return os.path.basename(argv[0])
+    names = [os.path.basename(a) for a in argv]
+    if "cryptoflow" in names[:3] and names.index("cryptoflow") + 1 < len(names):
+        return f"cryptoflow {names[names.index('cryptoflow') + 1]}"  # -m or the entry point
+    return names[0]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -210,7 +211,8 @@ def _comm(pid: int) -> str:
 
 
 def cpu_report(used: dict[str, float], seconds: float) -> str:
-    """``spark 151% of a core, postgres 12%, ...`` for CPU seconds used over ``seconds``."""
+    """``spark 151%, postgres 12%, ... (together 170% of one core; 2 cores)``: the CPU
+    seconds ``used`` per group over ``seconds``, in % of one core."""
     shares = {group: cpu / seconds for group, cpu in used.items()}
     parts = [f"{group} {share:.0%}" for group, share in shares.items() if share >= 0.005]
     total = sum(used.values()) / seconds

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from stack import StackSampler, _cpu_seconds, process_group  # noqa: E402
+from stack import StackSampler, _cpu_seconds, cpu_report, process_group  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,7 @@ from stack import StackSampler, _cpu_seconds, process_group  # noqa: E402
         ("postgres: checkpointer ", "postgres"),
         ("/app/.venv/bin/python -m cryptoflow up --source sim", "cryptoflow up"),
         ("/app/.venv/bin/python -m cryptoflow ingest --source sim", "cryptoflow ingest"),
+        ("/app/.venv/bin/python /app/.venv/bin/cryptoflow simulate", "cryptoflow simulate"),
         ("/app/.venv/bin/python -m pyspark.daemon pyspark.worker", "pyspark workers"),
         ("/usr/bin/readlink -f x", "readlink"),
         ("", "?"),
@@ -44,6 +45,11 @@ def test_cpu_between_uses_the_samples_inside_and_scales_to_the_span() -> None:
     assert used == pytest.approx({"spark": 4.0, "postgres": 0.4})
     assert list(used) == ["spark", "postgres"]  # largest first
     assert sampler.cpu_between(104.0, 109.0) == {}  # fewer than two samples: unknown
+
+
+def test_cpu_report_gives_shares_of_one_core_and_skips_crumbs() -> None:
+    report = cpu_report({"spark": 3.0, "kafka": 0.5, "postgres": 0.001}, 2.0)
+    assert report == f"spark 150%, kafka 25% (together 175% of one core; {os.cpu_count()} cores)"
 
 
 def test_cpu_seconds_of_this_process_grow_with_work() -> None:
