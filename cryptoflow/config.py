@@ -107,6 +107,11 @@ class Settings:
         "then resumes from the checkpoint)",
         60,
     )
+    delta_checkpoint_every: int = _env(
+        "Commits between two Delta log checkpoints of a streaming table, written by a thread "
+        "of the Spark application beside the micro-batches (pipelines/log_checkpoints.py)",
+        100,
+    )
     run_status_interval_s: int = _env("Seconds between `cryptoflow run` status lines", 5)
     # --- Source
     symbols: list[str] = _env(
@@ -370,7 +375,8 @@ def validate(s: Settings) -> None:
     for sym in s.symbols:
         if not sym.isalnum():
             raise ConfigError(f"CRYPTOFLOW_SYMBOLS: {sym!r} is not a Binance symbol like BTCUSDT")
-    for name in ("window_seconds", "kafka_partitions", "spark_shuffle_partitions"):
+    for name in ("window_seconds", "kafka_partitions", "spark_shuffle_partitions",
+                 "delta_checkpoint_every"):  # fmt: skip
         if getattr(s, name) < 1:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
     if s.watermark_seconds < 0:

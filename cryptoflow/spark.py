@@ -40,9 +40,6 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         ),
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
-        # A Delta checkpoint costs seconds on two cores; at the default interval (10) the
-        # streaming tables wrote one every few seconds. New tables checkpoint every 100.
-        "spark.databricks.delta.properties.defaults.checkpointInterval": "100",
         # Compiled query code is cached by its source. Three streaming jobs plus Delta's
         # own queries use more than the default 100 classes, so each batch evicted and
         # recompiled code the next one needed (half of all compilations at the live rate).

@@ -18,6 +18,7 @@ from pyspark.sql.streaming import StreamingQuery
 from cryptoflow.config import Settings
 from pipelines.bronze.transform import BRONZE_SCHEMA, stamp, to_bronze
 from pipelines.ledger import CommitLedger, query_id_reader
+from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS, checkpoint_in_background
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 
@@ -45,6 +46,7 @@ def ensure_bronze_table(spark: SparkSession, path: str) -> None:
         .location(path)
         .addColumns(BRONZE_SCHEMA)
         .partitionedBy("ingest_date")
+        .property(*NO_INLINE_CHECKPOINTS)
         .execute()
     )
 
@@ -64,6 +66,7 @@ class BronzeBatch:
 def start(spark: SparkSession, settings: Settings, available_now: bool = False) -> StreamingQuery:
     """Start the bronze query; ``available_now`` drains what Kafka holds now, then stops."""
     ensure_bronze_table(spark, settings.table_path("bronze"))
+    checkpoint_in_background(spark, settings, settings.table_path("bronze"))
     ensure_checkpoint_owner(settings, "bronze", *job_io(settings, "bronze"))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     reader = spark.readStream.format("kafka")

@@ -35,6 +35,7 @@ from pipelines.gold.transform import (
     window_start_us,
     window_sums,
 )
+from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS, checkpoint_in_background
 from pipelines.ops.batches import attach_recorder, record_batch
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.serving import UpsertSpec, mirror
@@ -54,6 +55,7 @@ def ensure_gold_table(spark: SparkSession, path: str) -> None:
         .location(path)
         .addColumns(GOLD_SCHEMA)
         .partitionedBy("window_date")
+        .property(*NO_INLINE_CHECKPOINTS)
         .execute()
     )
 
@@ -189,6 +191,7 @@ def start(spark: SparkSession, settings: Settings, available_now: bool = False) 
     # Like silver ensures bronze: gold can start first (`run gold` on a fresh lake).
     ensure_tables(spark, silver_path, settings.table_path("quarantine"))
     ensure_gold_table(spark, gold_path)
+    checkpoint_in_background(spark, settings, gold_path)
     ensure_checkpoint_owner(settings, "gold", *job_io(settings, "gold"))
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     writer = (

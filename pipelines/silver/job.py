@@ -12,6 +12,7 @@ from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 from cryptoflow.config import Settings
 from pipelines.bronze.job import ensure_bronze_table
 from pipelines.ledger import query_id_reader
+from pipelines.log_checkpoints import checkpoint_in_background
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.silver.batch import SilverBatch
@@ -58,6 +59,9 @@ def start(
     bronze_path = settings.table_path("bronze")
     ensure_bronze_table(spark, bronze_path)
     ensure_tables(spark, settings.table_path("silver"), settings.table_path("quarantine"))
+    checkpoint_in_background(
+        spark, settings, settings.table_path("silver"), settings.table_path("quarantine")
+    )
     evaluated = validated(bronze_stream(spark.readStream.format("delta"), settings), rules)
     ensure_checkpoint_owner(settings, "silver", *job_io(settings, "silver"))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows

@@ -24,6 +24,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 from pipelines.silver.dedup import Key, KeyIndex
 
 SILVER_SCHEMA = StructType(
@@ -72,11 +73,16 @@ def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -
         .location(silver_path)
         .addColumns(SILVER_SCHEMA)
         .partitionedBy("trade_date")
+        .property(*NO_INLINE_CHECKPOINTS)
         .execute()
     )
-    DeltaTable.createIfNotExists(spark).location(quarantine_path).addColumns(
-        QUARANTINE_SCHEMA
-    ).execute()
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(quarantine_path)
+        .addColumns(QUARANTINE_SCHEMA)
+        .property(*NO_INLINE_CHECKPOINTS)
+        .execute()
+    )
 
 
 def table_version(spark: SparkSession, path: str) -> int:
