@@ -12,7 +12,7 @@ import psycopg2
 import psycopg2.extensions
 
 from cryptoflow.config import mask_dsn
-from cryptoflow.errors import ServiceError
+from cryptoflow.errors import ServiceError, first_line
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -37,7 +37,7 @@ def connect(dsn: str, **kw) -> psycopg2.extensions.connection:
     try:
         return psycopg2.connect(dsn, connect_timeout=10, **kw)
     except psycopg2.OperationalError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise ServiceError(
             f"PostgreSQL at {mask_dsn(dsn)} is unreachable ({reason}): start it with "
             "`cryptoflow services up` or check CRYPTOFLOW_POSTGRES_DSN"

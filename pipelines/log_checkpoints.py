@@ -20,6 +20,7 @@ import time
 from pyspark.sql import SparkSession
 
 from cryptoflow.config import Settings
+from cryptoflow.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class LogCheckpointer(threading.Thread):
                 except Exception as e:  # noqa: BLE001 (the next round retries)
                     if not self._context_alive():
                         return
-                    log.warning("delta log checkpoint of %s failed: %s", path, _first_line(e))
+                    log.warning("delta log checkpoint of %s failed: %s", path, first_line(e))
             self.rounds += 1
 
     def _context_alive(self) -> bool:
@@ -120,7 +121,3 @@ class LogCheckpointer(threading.Thread):
             self._paths[path] - last,
             (time.monotonic() - started) * 1000,
         )
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

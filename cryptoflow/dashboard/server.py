@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 
 from cryptoflow.dashboard.data import Source
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.errors import CryptoflowError, first_line
 
 log = logging.getLogger(__name__)
 PAGE = files("cryptoflow.dashboard").joinpath("page.html")
@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = self.server.source.snapshot()
         except (psycopg2.Error, CryptoflowError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             log.warning("dashboard data unavailable: %s", reason)
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": reason})
             return

@@ -29,7 +29,7 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.config import Settings
 from cryptoflow.db import connect
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.errors import CryptoflowError, first_line
 from cryptoflow.services.postgres import pipeline_dsn
 from pipelines.progress import JsonProgressListener
 
@@ -105,7 +105,7 @@ def record_batch(settings: Settings, job: str, batch_id: int, **numbers: Any) ->
         _CONNECTIONS.execute(pipeline_dsn(settings), upsert_statement(columns), params)
         return True
     except (psycopg2.Error, CryptoflowError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         log.warning(
             "pipeline_batches not recorded job=%s batch=%d reason=%s", job, batch_id, reason
         )

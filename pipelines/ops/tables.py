@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cryptoflow.config import TABLES, Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.errors import CryptoflowError, first_line
 
 
 class TableError(CryptoflowError):
@@ -118,13 +118,8 @@ def read_table(
         df = reader.load(path)
         _ = df.schema  # resolves the snapshot: bad timestamps fail here
     except AnalysisException as e:
-        raise TableError(f"{name} as of {as_of!r}: {_first_line(e)}") from e
+        raise TableError(f"{name} as of {as_of!r}: {first_line(e)}") from e
     return df
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def tables_in(query: str) -> list[str]:
@@ -150,4 +145,4 @@ def run_query(
                 f"unknown table {missing.group(1)!r} in the query: the tables are "
                 f"{', '.join(TABLES)}"
             ) from e
-        raise TableError(f"query failed: {_first_line(e)}") from e
+        raise TableError(f"query failed: {first_line(e)}") from e
