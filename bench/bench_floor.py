@@ -15,7 +15,11 @@ figure is p50 / p99 of (PostgreSQL commit time - trade_time), as in ``bench_late
 Whatever the project's own pipeline adds to it is the cost of its features; what is left
 here is the cost of two Spark micro-batches and two Delta commits in series on these cores.
 
+With ``--drain N`` it produces N trades first (as ``bench_drain.py``) and reports the rate
+and CPU per trade between the first and the last PostgreSQL commit instead.
+
     .venv/bin/python bench/bench_floor.py --rate 30 --seconds 60 --warmup 20
+    .venv/bin/python bench/bench_floor.py --drain 1000000
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench_bronze import _produce
+from bench_drain import produce
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from stack import StackSampler, cpu_report, percentile, private_stack, save, service_pids
@@ -45,6 +50,12 @@ TABLE = "CREATE TABLE IF NOT EXISTS floor_trades (trade_id bigint, trade_ms bigi
 LATENCY = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 - trade_ms
 FROM floor_trades WHERE pg_xact_commit_timestamp(xmin) >= %s"""
+# As bench_drain's: commit span, and the trades committed after the first commit.
+STEADY = """
+WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS at, count(*) AS n FROM floor_trades GROUP BY 1)
+SELECT extract(epoch FROM min(at)), extract(epoch FROM max(at)),
+       sum(n) FILTER (WHERE at > (SELECT min(at) FROM c))
+FROM c"""
 
 
 class CopyToPostgres:
@@ -103,6 +114,91 @@ def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, Streamin
     return path, query
 
 
+def _start_hops(spark, s, first_hop: str, dsn: str) -> tuple[StreamingQuery, StreamingQuery]:
+    chk = Path(s.data_dir) / "floor-checkpoints"
+    if first_hop == "bronze":
+        path, hop1 = s.table_path("bronze"), bronze.start(spark, s)
+    else:
+        path, hop1 = _delta_sink(spark, s, chk / "hop1", s.trigger_interval_ms)
+    hop2 = (
+        spark.readStream.format("delta")
+        .load(path)
+        .writeStream.queryName("hop2")
+        .foreachBatch(CopyToPostgres(dsn))
+        .option("checkpointLocation", str(chk / "hop2"))
+        .trigger(processingTime=f"{s.trigger_interval_ms} milliseconds")
+        .start()
+    )
+    return hop1, hop2
+
+
+def _latency(s, dsn: str, hops, sampler: StackSampler, args) -> dict:
+    """Live-like run: ``args.rate`` frames a second, latency over ``args.seconds``."""
+    stop = threading.Event()
+    producer = threading.Thread(target=_produce, args=(s, args.rate, stop), daemon=True)
+    producer.start()
+    try:
+        time.sleep(args.warmup)
+        with db.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT now()")
+            since = cur.fetchone()[0]
+        measured_from = time.time()
+        time.sleep(args.seconds)
+        cpu = sampler.cpu_between(measured_from, time.time())
+        batch_ms = {q.name: _batch_ms(q, measured_from) for q in hops}
+        with db.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute(LATENCY, (since,))
+            lat = [float(r[0]) for r in cur.fetchall()]
+    finally:
+        stop.set()
+        producer.join(15)
+    batches = ", ".join(
+        f"{name} median {ms['median']:.0f} ms, max {ms['max']:.0f} ms"
+        for name, ms in batch_ms.items()
+    )
+    result = {"rate": args.rate, "rows": len(lat), "p50_ms": percentile(lat, 0.5),
+              "p99_ms": percentile(lat, 0.99), "batch_ms": batch_ms,
+              "cpu_seconds": cpu}  # fmt: skip
+    print(
+        f"floor (Kafka -> Delta -> Delta stream -> PostgreSQL, trigger {s.trigger_interval_ms} "
+        f"ms): p50={result['p50_ms']:.0f} ms p99={result['p99_ms']:.0f} ms over {len(lat)} rows\n"
+        f"batches with rows: {batches}\n"
+        f"CPU over the measured period: {cpu_report(cpu, args.seconds)}"
+    )
+    return result
+
+
+def _drain(dsn: str, hops, sampler: StackSampler, trades: int) -> dict:
+    """Drain run: wait until ``floor_trades`` holds the ``trades`` produced beforehand."""
+    started = time.monotonic()
+    while True:
+        with db.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM floor_trades")
+            if cur.fetchone()[0] >= trades:
+                cur.execute(STEADY)
+                first, last, after = cur.fetchone()
+                break
+        for q in hops:
+            if not q.isActive:
+                raise SystemExit(f"bench: {q.name} stopped: {q.exception()}")
+        time.sleep(2)
+    total = time.monotonic() - started
+    span, after = float(last - first), int(after or 0)
+    cpu = sampler.cpu_between(float(first), float(last))
+    cpu_us = {group: seconds / max(after, 1) * 1e6 for group, seconds in cpu.items()}
+    result = {"trades": trades, "seconds_total": total, "seconds_first_to_last_commit": span,
+              "trades_per_s_steady": after / span if span else None,
+              "cpu_us_per_trade_steady": cpu_us}  # fmt: skip
+    per_trade = ", ".join(f"{g} {us:.0f}" for g, us in cpu_us.items() if us >= 0.5)
+    print(
+        f"floor drained {trades} trades in {total:.0f}s with Spark start-up; "
+        f"{result['trades_per_s_steady'] or 0:.0f} trades/s between the first and the last "
+        f"commit ({after} trades in {span:.1f}s)\n"
+        f"CPU µs per trade over that span: {per_trade}; together {sum(cpu_us.values()):.0f}"
+    )
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rate", type=float, default=30.0, help="trade frames/s (live-like: 30)")
@@ -121,70 +217,35 @@ def main() -> None:
         default="bronze",
         help="Kafka -> Delta by the project's bronze job, or by Delta's own streaming sink",
     )
+    ap.add_argument(
+        "--drain",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of a live-like rate: produce N trades first, report the drain's rate",
+    )
     args = ap.parse_args()
     overrides = {} if args.trigger_ms is None else {"trigger_interval_ms": args.trigger_ms}
     with private_stack(**overrides) as s:
-        trigger = s.trigger_interval_ms
         dsn = admin_dsn(s)
         with db.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute(TABLE)
+        if args.drain:
+            produce(s, args.drain)
         spark = get_spark(s, "bench-floor")
         sampler = StackSampler(lambda: {os.getpid(), *service_pids(s)})
         sampler.start()
-        chk = Path(s.data_dir) / "floor-checkpoints"
-        if args.first_hop == "bronze":
-            path, hop1 = s.table_path("bronze"), bronze.start(spark, s)
-        else:
-            path, hop1 = _delta_sink(spark, s, chk / "hop1", trigger)
-        hop2 = (
-            spark.readStream.format("delta")
-            .load(path)
-            .writeStream.queryName("hop2")
-            .foreachBatch(CopyToPostgres(dsn))
-            .option("checkpointLocation", str(chk / "hop2"))
-            .trigger(processingTime=f"{trigger} milliseconds")
-            .start()
-        )
-        stop = threading.Event()
-        producer = threading.Thread(target=_produce, args=(s, args.rate, stop), daemon=True)
-        producer.start()
+        hops = _start_hops(spark, s, args.first_hop, dsn)
         try:
-            time.sleep(args.warmup)
-            with db.connect(dsn) as conn, conn.cursor() as cur:
-                cur.execute("SELECT now()")
-                since = cur.fetchone()[0]
-            measured_from = time.time()
-            time.sleep(args.seconds)
-            cpu = sampler.cpu_between(measured_from, time.time())
-            batch_ms = {q.name: _batch_ms(q, measured_from) for q in (hop1, hop2)}
-            with db.connect(dsn) as conn, conn.cursor() as cur:
-                cur.execute(LATENCY, (since,))
-                lat = [float(r[0]) for r in cur.fetchall()]
+            if args.drain:
+                result = _drain(dsn, hops, sampler, args.drain)
+            else:
+                result = _latency(s, dsn, hops, sampler, args)
         finally:
-            stop.set()
-            producer.join(15)
             sampler.stop()
-            stop_between_batches([hop1, hop2])
+            stop_between_batches(list(hops))
             spark.stop()
-    result = {
-        "rate": args.rate,
-        "trigger_ms": trigger,
-        "rows": len(lat),
-        "p50_ms": percentile(lat, 0.5),
-        "p99_ms": percentile(lat, 0.99),
-        "batch_ms": batch_ms,
-        "cpu_seconds": cpu,
-    }
-    batches = ", ".join(
-        f"{name} median {ms['median']:.0f} ms, max {ms['max']:.0f} ms"
-        for name, ms in batch_ms.items()
-    )
-    print(
-        f"floor (Kafka -> Delta -> Delta stream -> PostgreSQL, trigger {trigger} ms): "
-        f"p50={result['p50_ms']:.0f} ms p99={result['p99_ms']:.0f} ms over {len(lat)} rows\n"
-        f"batches with rows: {batches}\n"
-        f"CPU over the measured period: {cpu_report(cpu, args.seconds)}"
-    )
+    result.update(first_hop=args.first_hop, trigger_ms=s.trigger_interval_ms)
     print(f"saved {save('floor', result)}")
 
 
