@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from cryptoflow.config import Settings
+from cryptoflow.errors import first_line
 
 log = logging.getLogger(__name__)
 TABLES = ("silver", "gold")
@@ -48,7 +49,7 @@ class PeriodicValidation:
                 self.runs += 1
             except Exception as e:  # noqa: BLE001 (a report must never stop the pipeline)
                 self.errors += 1
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 log.warning("periodic validation table=%s failed: %s", table, first)
 
     def _loop(self) -> None:

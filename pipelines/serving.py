@@ -31,7 +31,7 @@ import pyarrow.csv
 from psycopg2 import sql
 
 from cryptoflow.db import connect
-from cryptoflow.errors import ServiceError
+from cryptoflow.errors import ServiceError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def mirror(
         try:
             return _mirror_once(dsn, writes)
         except (ServiceError, psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             if time.monotonic() + delay > deadline:
                 raise ServiceError(
                     f"mirroring {what} to PostgreSQL failed after {attempt} attempts "

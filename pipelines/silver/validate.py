@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from cryptoflow.errors import ConfigError
+from cryptoflow.errors import ConfigError, first_line
 from pipelines.silver.transform import REQUIRED_COLUMNS
 
 ACTIONS = ("warn", "drop", "fail")
@@ -40,7 +40,7 @@ def check_rules(rules: Sequence[Rule], sample: DataFrame) -> None:
         try:
             sample.select(F.expr(r.expression)).schema  # noqa: B018 (analysis only)
         except AnalysisException as e:
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             raise ConfigError(
                 f"rule {r.name}: expression {r.expression!r} is invalid: {first}"
             ) from e
