@@ -21,14 +21,15 @@ import random
 import time
 
 from confluent_kafka import Producer
-from stack import cpu_report, private_stack, running_up, save
+from stack import (
+    commit_span_sql,
+    cpu_per_trade,
+    cpu_report,
+    private_stack,
+    running_up,
+    save,
+)
 
-# Commit span of raw_trades, and the trades committed after its first commit.
-STEADY = """
-WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS at, count(*) AS n FROM raw_trades GROUP BY 1)
-SELECT extract(epoch FROM min(at)), extract(epoch FROM max(at)),
-       sum(n) FILTER (WHERE at > (SELECT min(at) FROM c)), count(*)
-FROM c"""
 LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
 
 
@@ -93,11 +94,11 @@ def main() -> None:
                 time.sleep(2)
             total = time.monotonic() - started
             with conn.cursor() as cur:
-                cur.execute(STEADY)
+                cur.execute(commit_span_sql("raw_trades"))
                 first, last, after, commits = cur.fetchone()
                 commit_span, after_first = float(last - first), int(after or 0)
     cpu = run.sampler.cpu_between(float(first), float(last))
-    cpu_us = {group: seconds / max(after_first, 1) * 1e6 for group, seconds in cpu.items()}
+    cpu_us, per_trade = cpu_per_trade(cpu, after_first)
     result = {
         "trades": args.trades,
         "seconds_total": total,
@@ -118,10 +119,9 @@ def main() -> None:
         f"in {commit_span:.1f}s); peak memory {result['peak_rss_mb']:.0f} MB"
     )
     if commit_span:
-        per_trade = ", ".join(f"{g} {us:.0f}" for g, us in cpu_us.items() if us >= 0.5)
         print(
             f"CPU between those commits: {cpu_report(cpu, commit_span)}; µs per trade: "
-            f"{per_trade}; together {sum(cpu_us.values()):.0f} (20,000 trades/s on "
+            f"{per_trade} (20,000 trades/s on "
             f"{os.cpu_count()} cores allows {result['cpu_us_per_trade_budget']:.0f})"
         )
     print(f"saved {save('drain', result)}")

@@ -37,7 +37,16 @@ from bench_bronze import _produce
 from bench_drain import produce
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from stack import StackSampler, cpu_report, percentile, private_stack, save, service_pids
+from stack import (
+    StackSampler,
+    commit_span_sql,
+    cpu_per_trade,
+    cpu_report,
+    percentile,
+    private_stack,
+    save,
+    service_pids,
+)
 
 from cryptoflow import db
 from cryptoflow.services.postgres import admin_dsn
@@ -50,12 +59,6 @@ TABLE = "CREATE TABLE IF NOT EXISTS floor_trades (trade_id bigint, trade_ms bigi
 LATENCY = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 - trade_ms
 FROM floor_trades WHERE pg_xact_commit_timestamp(xmin) >= %s"""
-# As bench_drain's: commit span, and the trades committed after the first commit.
-STEADY = """
-WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS at, count(*) AS n FROM floor_trades GROUP BY 1)
-SELECT extract(epoch FROM min(at)), extract(epoch FROM max(at)),
-       sum(n) FILTER (WHERE at > (SELECT min(at) FROM c))
-FROM c"""
 
 
 class CopyToPostgres:
@@ -95,11 +98,13 @@ def _batch_ms(query, since: float) -> dict[str, float]:
 def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, StreamingQuery]:
     """Kafka -> Delta through Delta's own streaming sink; returns (table path, query)."""
     path = str(Path(s.data_dir) / "floor-bronze")
-    reader = spark.readStream.format("kafka")
-    for key, value in kafka_options(s).items():
-        reader = reader.option(key, value)
+    # The sink creates the table: give it the inline interval the streaming tables had
+    # before their checkpoints moved to a thread (Delta's default, 10, would be far worse).
+    spark.conf.set("spark.databricks.delta.properties.defaults.checkpointInterval", "100")
     query = (
-        reader.load()
+        spark.readStream.format("kafka")
+        .options(**kafka_options(s))
+        .load()
         .select("key", "value", "topic", "partition", "offset", "timestamp")
         .writeStream.queryName("delta-sink")
         .option("checkpointLocation", str(checkpoint))
@@ -175,8 +180,8 @@ def _drain(dsn: str, hops, sampler: StackSampler, trades: int) -> dict:
         with db.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM floor_trades")
             if cur.fetchone()[0] >= trades:
-                cur.execute(STEADY)
-                first, last, after = cur.fetchone()
+                cur.execute(commit_span_sql("floor_trades"))
+                first, last, after, _ = cur.fetchone()
                 break
         for q in hops:
             if not q.isActive:
@@ -185,16 +190,15 @@ def _drain(dsn: str, hops, sampler: StackSampler, trades: int) -> dict:
     total = time.monotonic() - started
     span, after = float(last - first), int(after or 0)
     cpu = sampler.cpu_between(float(first), float(last))
-    cpu_us = {group: seconds / max(after, 1) * 1e6 for group, seconds in cpu.items()}
+    cpu_us, per_trade = cpu_per_trade(cpu, after)
     result = {"trades": trades, "seconds_total": total, "seconds_first_to_last_commit": span,
               "trades_per_s_steady": after / span if span else None,
               "cpu_us_per_trade_steady": cpu_us}  # fmt: skip
-    per_trade = ", ".join(f"{g} {us:.0f}" for g, us in cpu_us.items() if us >= 0.5)
     print(
         f"floor drained {trades} trades in {total:.0f}s with Spark start-up; "
         f"{result['trades_per_s_steady'] or 0:.0f} trades/s between the first and the last "
         f"commit ({after} trades in {span:.1f}s)\n"
-        f"CPU µs per trade over that span: {per_trade}; together {sum(cpu_us.values()):.0f}"
+        f"CPU µs per trade over that span: {per_trade}"
     )
     return result
 

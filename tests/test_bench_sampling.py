@@ -10,7 +10,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from stack import StackSampler, _cpu_seconds, cpu_report, process_group  # noqa: E402
+from stack import (  # noqa: E402
+    StackSampler,
+    _cpu_seconds,
+    cpu_per_trade,
+    cpu_report,
+    process_group,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +56,13 @@ def test_cpu_between_uses_the_samples_inside_and_scales_to_the_span() -> None:
 def test_cpu_report_gives_shares_of_one_core_and_skips_crumbs() -> None:
     report = cpu_report({"spark": 3.0, "kafka": 0.5, "postgres": 0.001}, 2.0)
     assert report == f"spark 150%, kafka 25% (together 175% of one core; {os.cpu_count()} cores)"
+
+
+def test_cpu_per_trade_in_microseconds_with_a_total_and_no_crumbs() -> None:
+    us, line = cpu_per_trade({"spark": 0.095, "postgres": 0.012, "kafka": 0.0000004}, 1000)
+    assert us == pytest.approx({"spark": 95.0, "postgres": 12.0, "kafka": 0.0004})
+    assert line == "spark 95, postgres 12; together 107"
+    assert cpu_per_trade({"spark": 1.0}, 0)[0] == {"spark": 1e6}  # no trades: per one
 
 
 def test_cpu_seconds_of_this_process_grow_with_work() -> None:
