@@ -5,7 +5,9 @@
 * a session that fails to connect or drops is replaced after an exponential backoff with
   jitter (reset once a session delivered a frame); unreachable endpoints are logged clearly
   on every attempt and retried for ever;
-* a session that receives nothing for ``ws_stall_timeout_s`` is closed (stalled feed);
+* a session that waits on its socket for ``ws_stall_timeout_s`` without a frame is closed
+  (stalled feed); time spent handling a frame (e.g. held by the producer's back-pressure while
+  Kafka is down) is not silence;
 * after ``ws_rotate_after_s`` (Binance cuts at 24 h) or on a ``serverShutdown`` event a new
   session is opened *before* the old one is closed: both read for ``ws_rotate_overlap_s``
   after the new one delivered, so nothing is missed (the overlap's duplicates are counted);
@@ -23,6 +25,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -36,6 +39,22 @@ log = logging.getLogger(__name__)
 
 #: ``handler(raw, receive_time_ms, connection_id) -> Frame``: publishes one frame.
 FrameHandler = Callable[[bytes, int, str], Awaitable[Frame]]
+#: ``connector(url)``: an async context manager yielding an open WebSocket connection.
+Connector = Callable[[str], AbstractAsyncContextManager[ClientConnection]]
+
+
+def open_connection(url: str) -> AbstractAsyncContextManager[ClientConnection]:
+    """The real connector: websockets with the limits and keepalive ingestion uses."""
+    return connect(
+        url,
+        compression=None,
+        max_queue=1024,
+        max_size=1 << 20,
+        open_timeout=10,
+        ping_interval=20,
+        ping_timeout=20,
+        close_timeout=2,
+    )
 
 
 def combined_stream_url(base: str, symbols: list[str]) -> str:
@@ -84,7 +103,9 @@ class Session:
         self.ws: ClientConnection | None = None
         self.delivered = asyncio.Event()  # first frame arrived
         self.frames = 0
-        self.last_frame = 0.0  # monotonic time of the last frame
+        # monotonic time the pending recv() started; None while a frame is being handled,
+        # so only time spent waiting on the socket counts as silence
+        self.waiting_since: float | None = None
         self.stalled = False
         self.task = asyncio.create_task(self._run(), name=f"ws-{conn_id}")
 
@@ -104,30 +125,21 @@ class Session:
 
     async def _run(self) -> None:
         s = self.sup.settings
-        async with connect(
-            self.sup.url,
-            compression=None,
-            max_queue=1024,
-            max_size=1 << 20,
-            open_timeout=10,
-            ping_interval=20,
-            ping_timeout=20,
-            close_timeout=2,
-        ) as ws:
+        async with self.sup.connector(self.sup.url) as ws:
             self.ws = ws
             log.info("connected connection=%s url=%s", self.id, self.sup.url)
-            self.last_frame = time.monotonic()
             watchdog = asyncio.create_task(self._watchdog(ws, s))
             handler, clock, now_ms = self.sup.handler, time.monotonic, time.time
             try:
                 while True:
+                    self.waiting_since = clock()
                     try:
                         raw = await ws.recv(decode=False)
                     except ConnectionClosed:
                         if self.stalled:
                             return  # closed by the watchdog
                         raise
-                    self.last_frame = clock()
+                    self.waiting_since = None  # the handler may wait (back-pressure): not silence
                     frame = await handler(raw, int(now_ms() * 1000), self.id)
                     self.frames += 1
                     if frame.event is not None and frame.event == "serverShutdown":
@@ -139,16 +151,18 @@ class Session:
                 watchdog.cancel()
 
     async def _watchdog(self, ws: ClientConnection, s: Settings) -> None:
-        """Closes a stalled connection; asks for rotation when the connection is old.
+        """Closes a connection whose pending recv() waited ``ws_stall_timeout_s``; asks for
+        rotation when the connection is old. Time inside the frame handler never counts.
         (A timer per frame would cost more than the frame itself at high rates.)"""
         opened = time.monotonic()
         tick = min(1.0, s.ws_stall_timeout_s / 4)
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if now - self.last_frame > s.ws_stall_timeout_s:
+            waiting_since = self.waiting_since
+            if waiting_since is not None and now - waiting_since > s.ws_stall_timeout_s:
                 log.warning(
-                    "stalled connection=%s no frame for %ds: reconnecting",
+                    "stalled connection=%s waited %ds on the socket without a frame: reconnecting",
                     self.id,
                     s.ws_stall_timeout_s,
                 )
@@ -169,8 +183,10 @@ class Supervisor:
         stats: IngestStats,
         stop: asyncio.Event,
         url: str | None = None,
+        connector: Connector = open_connection,
     ) -> None:
         self.settings = settings
+        self.connector = connector
         self.handler = handler
         self.stats = stats
         self.stop = stop

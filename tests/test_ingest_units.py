@@ -1,17 +1,25 @@
-"""Unit tests of ingestion's pure parts: frame classification, gaps, CSV lines, limiters."""
+"""Unit tests of ingestion's pure parts: frame classification, gaps, CSV lines, limiters, and
+the connection watchdog (against an in-memory fake socket)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
+import time
+from collections.abc import AsyncIterator
 
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
-from ingestion.connection import SendLimiter, backoff_delays, combined_stream_url
+from cryptoflow.config import Settings
+from ingestion.connection import SendLimiter, Supervisor, backoff_delays, combined_stream_url
 from ingestion.csv_replay import parse_line, symbol_of, to_millis
-from ingestion.frames import UNKNOWN_KEY, classify, rest_trade_frame, trade_frame
+from ingestion.frames import UNKNOWN_KEY, Frame, classify, rest_trade_frame, trade_frame
 from ingestion.gaps import Gap, GapTracker
 from ingestion.rest import WeightBudget
+from ingestion.status import IngestStats
 
 GOOD = (
     b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1700000000123,"s":"BTCUSDT",'
@@ -182,3 +190,84 @@ def test_combined_stream_url():
     assert combined_stream_url("ws://h:1/", ["BTCUSDT", "ETHUSDT"]) == (
         "ws://h:1/stream?streams=btcusdt@trade/ethusdt@trade"
     )
+
+
+class FakeSocket:
+    """Just what ``Session`` uses of a websockets connection: ``recv`` and ``close``."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed_at: float | None = None  # monotonic
+
+    async def recv(self, decode: bool = False) -> bytes:
+        raw = await self.inbox.get()
+        if raw is None:
+            raise ConnectionClosedError(None, None)
+        return raw
+
+    async def close(self) -> None:
+        self.closed_at = self.closed_at or time.monotonic()
+        self.inbox.put_nowait(None)
+
+
+async def _watch(
+    feed: list[bytes], every_s: float, handle_s: float, run_s: float
+) -> tuple[list[float | None], IngestStats, list[float]]:
+    """Run a ``Supervisor`` (stall timeout 1 s) for ``run_s`` over fake sockets. The first
+    socket receives ``feed`` one frame per ``every_s``, then stays silent; the first frame's
+    handler takes ``handle_s`` (a producer held by back-pressure). Returns, per socket opened,
+    when it was closed (None: not before the stop); the stats; when each frame's handling
+    ended. Times are seconds since the start."""
+    sockets: list[FakeSocket] = []
+    senders: list[asyncio.Task] = []
+    handled: list[float] = []
+    start = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def connector(url: str) -> AsyncIterator[FakeSocket]:
+        ws = FakeSocket()
+        if not sockets:
+            senders.append(asyncio.create_task(_send(ws)))
+        sockets.append(ws)
+        yield ws
+
+    async def _send(ws: FakeSocket) -> None:
+        for raw in feed:
+            ws.inbox.put_nowait(raw)
+            await asyncio.sleep(every_s)
+
+    async def handler(raw: bytes, received_ms: int, conn_id: str) -> Frame:
+        if not handled:
+            await asyncio.sleep(handle_s)
+        handled.append(time.monotonic() - start)
+        return classify(raw)
+
+    settings = Settings().replace(
+        ws_stall_timeout_s=1, ws_backoff_initial_ms=10, ws_backoff_max_ms=10
+    )
+    stats, stop = IngestStats(), asyncio.Event()
+    sup = Supervisor(settings, handler, stats, stop, url="ws://fake", connector=connector)
+    run = asyncio.create_task(sup.run())
+    await asyncio.sleep(run_s)
+    closed = [ws.closed_at and ws.closed_at - start for ws in sockets]
+    stop.set()
+    await run
+    return closed, stats, handled
+
+
+def test_watchdog_ignores_time_spent_in_the_handler():
+    """A handler held 3x the stall timeout (Kafka down, buffer full) is not exchange silence."""
+    feed = [GOOD.replace(b'"t":12345', f'"t":{12345 + i}'.encode()) for i in range(60)]
+    closed, stats, handled = asyncio.run(_watch(feed, every_s=0.1, handle_s=3.0, run_s=4.0))
+    assert closed == [None]  # one socket, never closed by the watchdog
+    assert stats.reconnects == 0
+    assert handled[0] >= 3.0
+    assert len(handled) >= 30  # the frames queued meanwhile, then the live ones
+
+
+def test_watchdog_still_closes_a_silent_socket():
+    """Waiting on the socket counts: silence after a slow handler is found one timeout later."""
+    closed, stats, handled = asyncio.run(_watch([GOOD], every_s=0, handle_s=1.5, run_s=4.0))
+    assert handled and handled[0] >= 1.5
+    assert len(closed) >= 2 and stats.reconnects >= 1  # the silent socket was replaced
+    assert closed[0] is not None and closed[0] >= handled[0] + 1.0  # waited 1 s after handling
