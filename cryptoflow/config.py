@@ -89,18 +89,22 @@ class Settings:
         "silently skipping them",
         True,
     )
-    max_offsets_per_trigger: int = _env("Most Kafka records per bronze batch (0: none)", 200_000)
-    max_files_per_trigger: int = _env("Most bronze files per silver batch", 1000)
+    max_offsets_per_trigger: int = _env(
+        "Most Kafka records per micro-batch (0: none): bounds the driver memory a batch "
+        "collects into",
+        200_000,
+    )
+    max_files_per_trigger: int = _env("Most bronze files per batch of a rebuild (replay)", 1000)
     max_bytes_per_trigger: int = _env(
-        "Bronze bytes per silver batch (soft cap, at least one file): bounds the driver memory "
-        "a batch collects into",
+        "Bronze bytes per batch of a rebuild (replay; soft cap, at least one file): bounds the "
+        "driver memory a batch collects into",
         16 * 1024 * 1024,
     )
-    trigger_interval_ms: int = _env("Micro-batch interval of the bronze and silver jobs", 500)
-    gold_trigger_interval_ms: int = _env(
-        "Micro-batch interval of the gold job (each batch recomputes the windows it touched "
-        "from silver: fewer, larger batches leave the cores to bronze and silver)",
-        2000,
+    trigger_interval_ms: int = _env("Micro-batch interval of the pipeline's query", 500)
+    gold_sync_interval_ms: int = _env(
+        "How often Delta gold copies the windows the batches folded (a MERGE; PostgreSQL "
+        "metrics is up to date with every batch)",
+        10_000,
     )
     mirror_retry_seconds: int = _env(
         "How long a batch retries an unreachable PostgreSQL before its query fails (a restart "
@@ -157,7 +161,11 @@ class Settings:
     )
     # --- Gold
     window_seconds: int = _env("Length of the short metrics window", 5)
-    watermark_seconds: int = _env("Event-time watermark of the gold job", 10)
+    watermark_seconds: int = _env(
+        "Event-time watermark: trades older than the newest seen minus this are counted late "
+        "(and still folded into their windows)",
+        10,
+    )
     log_level: str = _env("Log level of cryptoflow's own loggers", "INFO")
     # --- Data quality (expectations/, `cryptoflow validate`, `cryptoflow dq`)
     dq_interval_minutes: int = _env(

@@ -1,8 +1,8 @@
 """``cryptoflow up``: the whole pipeline in one process tree, kept running.
 
 The simulator (``--source sim``) and ingestion run as child processes (their own cores and
-GILs, so a busy Spark driver never stalls the WebSocket reader); the bronze, silver and gold
-queries run in this process's one Spark application. Anything that dies is restarted with
+GILs, so a busy Spark driver never stalls the WebSocket reader); the pipeline's streaming
+query runs in this process's Spark application. Anything that dies is restarted with
 backoff; Ctrl-C stops everything cleanly and a rerun resumes from the checkpoints.
 """
 
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptoflow.config import Settings
-from pipelines import STAGES, job_module
 
 log = logging.getLogger("cryptoflow.up")
 
@@ -114,12 +113,21 @@ class StageRunner:
     def start(self) -> None:
         self.query = self.start_fn()
 
+    def stop(self) -> None:
+        """Stop the query between batches and bring Delta gold up to date."""
+        from pipelines.job import stop
+
+        if self.query is not None:
+            stop(self.query)
+
     def check(self) -> None:
         q = self.query
         if q is not None and q.isActive:
             return
         now = time.monotonic()
         if self.restart_at == 0.0:
+            if q is not None:
+                q.gold.stop(final=False)
             self.failures += 1
             exc = q.exception() if q is not None else None
             self.last_error = str(exc).splitlines()[0][:300] if exc else "stopped"
@@ -159,15 +167,19 @@ class StageRunner:
         for key in ("latency_p50_ms", "latency_p99_ms", "quarantined", "late"):
             if observed.get(key) is not None:
                 parts.append(f"{key}={observed[key]}")
+        stats = q.handler.stats
+        if stats.latency_p50_ms is not None:
+            parts.append(f"e2e_p50_ms={stats.latency_p50_ms:.0f}")
+        parts.append(f"rows={stats.total_output} quarantined={stats.total_quarantined}")
         return " ".join(parts)
 
 
 @dataclass
 class UpOptions:
-    """What ``cryptoflow up`` runs besides the three jobs."""
+    """What ``cryptoflow up`` runs."""
 
     source: str = "binance"
-    stages: Sequence[str] = STAGES
+    pipeline: bool = True
     ingest: bool = True
     csv_paths: Sequence[Path] = ()
     speed: float | None = None
@@ -215,7 +227,8 @@ def run_pipeline(
     """Run until ``stop`` is set: children and stages supervised, a status line per stage."""
     from cryptoflow.spark import get_spark
     from expectations.schedule import PeriodicValidation
-    from pipelines.progress import BatchLogger, stop_between_batches
+    from pipelines import job
+    from pipelines.progress import BatchLogger
 
     settings = settings.replace(source=options.source)
     stop_on_signals(stop)
@@ -244,17 +257,16 @@ def run_pipeline(
     try:
         for child in children:
             child.start()
-        if options.stages:
+        if options.pipeline:
             spark = get_spark(settings, "cryptoflow-up")
             stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
-            spark.streams.addListener(BatchLogger([s for s in options.stages if s != "silver"]))
+            spark.streams.addListener(BatchLogger())
             validation = PeriodicValidation(spark, settings).start()
-        for stage in options.stages:
-            runner = StageRunner(stage, lambda st=stage: job_module(st).start(spark, settings))
+            runner = StageRunner(job.QUERY, lambda: job.start(spark, settings))
             runner.start()
             runners.append(runner)
-        progress(f"up: running {', '.join([c.name for c in children] + list(options.stages))}"
-                 f"; source={options.source}; Ctrl-C stops")  # fmt: skip
+        names = [c.name for c in children] + [r.stage for r in runners]
+        progress(f"up: running {', '.join(names)}; source={options.source}; Ctrl-C stops")
         next_status = time.monotonic() + options.status_every_s
         while not stop.wait(0.5):
             for child in children:
@@ -272,7 +284,8 @@ def run_pipeline(
                 child.stop()  # ingestion first, so it can flush what it received
         if validation is not None:
             validation.stop()
-        stop_between_batches([r.query for r in runners if r.query is not None])
+        for runner in runners:
+            runner.stop()
         for child in children:
             child.stop()
         if spark is not None:

@@ -58,9 +58,10 @@ def kafka_lag(progress: dict) -> int | None:
 
 
 class BatchLogger(JsonProgressListener):
-    """Logs each finished batch of the queries it is told about (silver logs its own)."""
+    """Logs each finished batch of the queries it is told about (the pipeline's query logs
+    its own), and every query that fails."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str] = ()) -> None:
         self.names = set(names)
 
     def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's API)
@@ -91,7 +92,7 @@ class BatchLogger(JsonProgressListener):
 
 
 def status_line(queries: Sequence[StreamingQuery]) -> str:
-    """``bronze 120.0 rows/s batch 340 ms lag 0 | silver ...`` from the latest progress."""
+    """``trades 120.0 rows/s batch 340 ms lag 0 e2e p50 ...`` from the latest progress."""
     parts = []
     for q in queries:
         p = last_progress(q)
@@ -101,9 +102,9 @@ def status_line(queries: Sequence[StreamingQuery]) -> str:
         lag = kafka_lag(p)
         if lag is not None:
             text += f" lag {lag}"
-        stats = getattr(q, "silver", None)
-        if stats is not None:
-            st = stats.stats
+        handler = getattr(q, "handler", None)
+        if handler is not None:
+            st = handler.stats
             p50 = "-" if st.latency_p50_ms is None else f"{st.latency_p50_ms:.0f} ms"
             text += f" e2e p50 {p50} rows {st.total_output} quarantined {st.total_quarantined}"
         if not q.isActive:

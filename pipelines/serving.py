@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -35,6 +35,7 @@ from cryptoflow.errors import ServiceError, first_line
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -115,14 +116,11 @@ def _copy_into(
         cur.copy_expert(statement.as_string(cur), copy_text(rows))
 
 
-def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -> int:
-    """COPY ``rows`` into a temp staging table, then upsert into ``spec.table``.
-
-    Runs inside the caller's transaction. Returns how many rows were inserted or changed.
-    """
+def stage_rows(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -> sql.Identifier:
+    """COPY ``rows`` into the (emptied) temporary staging table of ``spec.table``, shaped
+    like it; returns the staging table's name. Runs inside the caller's transaction."""
     target = sql.Identifier(spec.table)
     stage = sql.Identifier(f"_stage_{spec.table}")
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target} INCLUDING DEFAULTS) "
@@ -130,7 +128,14 @@ def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -
         ).format(stage=stage, target=target)
     )
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     _copy_into(cur, sql.SQL("{} ({})").format(stage, cols), spec.columns, rows)
+    return stage
+
+
+def upsert_statement(spec: UpsertSpec, stage: sql.Identifier) -> sql.Composed:
+    """``INSERT INTO spec.table SELECT ... FROM stage ON CONFLICT (key) ...`` (module doc)."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
     if spec.update:
         others = [c for c in spec.columns if c not in spec.key]
@@ -143,11 +148,17 @@ def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -
         )
     else:
         action = sql.SQL("DO NOTHING")
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({keys}) {action}"
-        ).format(target=target, cols=cols, stage=stage, keys=keys, action=action)
-    )
+    return sql.SQL(
+        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({keys}) {action}"
+    ).format(target=sql.Identifier(spec.table), cols=cols, stage=stage, keys=keys, action=action)
+
+
+def copy_upsert(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) -> int:
+    """COPY ``rows`` into a temp staging table, then upsert into ``spec.table``.
+
+    Runs inside the caller's transaction. Returns how many rows were inserted or changed.
+    """
+    cur.execute(upsert_statement(spec, stage_rows(cur, spec, rows)))
     return cur.rowcount
 
 
@@ -158,23 +169,38 @@ def mirror(
     what: str = "batch",
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, int]:
-    """Upsert every (spec, rows) pair in ONE transaction, retrying connection failures.
+    """Upsert every (spec, rows) pair in ONE transaction (``in_transaction``). Returns rows
+    changed per table."""
+
+    def upsert_all(cur: psycopg2.extensions.cursor) -> dict[str, int]:
+        return {spec.table: copy_upsert(cur, spec, rows) for spec, rows in writes if len(rows)}
+
+    return in_transaction(dsn, upsert_all, retry_seconds, what, sleep)
+
+
+def in_transaction(
+    dsn: str,
+    work: Callable[[psycopg2.extensions.cursor], T],
+    retry_seconds: float = 60.0,
+    what: str = "batch",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work(cursor)`` in ONE transaction, retrying connection failures.
 
     Backoff starts at 0.5 s and doubles up to 8 s; after ``retry_seconds`` the last error is
     raised as ``ServiceError`` (the streaming query then fails and a restart replays the
-    batch from its checkpoint; the upserts make that replay harmless). Returns rows changed
-    per table.
+    batch from its checkpoint; idempotent work makes that replay harmless).
     """
     deadline = time.monotonic() + retry_seconds
     delay, attempt = 0.5, 1
     while True:
         try:
-            return _mirror_once(dsn, writes)
+            return _once(dsn, work)
         except (ServiceError, psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             reason = first_line(e)
             if time.monotonic() + delay > deadline:
                 raise ServiceError(
-                    f"mirroring {what} to PostgreSQL failed after {attempt} attempts "
+                    f"writing {what} to PostgreSQL failed after {attempt} attempts "
                     f"({reason}); the job stops and resumes from its checkpoint on restart"
                 ) from e
             log.warning(
@@ -188,10 +214,10 @@ def mirror(
             delay, attempt = min(delay * 2, 8.0), attempt + 1
 
 
-def _mirror_once(dsn: str, writes: Sequence[tuple[UpsertSpec, Rows]]) -> dict[str, int]:
+def _once(dsn: str, work: Callable[[psycopg2.extensions.cursor], T]) -> T:
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            return {spec.table: copy_upsert(cur, spec, rows) for spec, rows in writes if len(rows)}
+            return work(cur)
     finally:
         conn.close()

@@ -1,4 +1,4 @@
-"""``cryptoflow run bronze|silver|gold|all``: the streaming jobs in one Spark application."""
+"""``cryptoflow run``: the pipeline's streaming query, in one Spark application."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import time
 
 from cryptoflow.config import Settings
-from pipelines import STAGES, job_module
+from cryptoflow.errors import first_line
 
 log = logging.getLogger("cryptoflow.run")
 
@@ -16,34 +16,31 @@ log = logging.getLogger("cryptoflow.run")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="run the bronze, silver and/or gold streaming jobs",
+        help="run the pipeline's streaming query (Kafka -> PostgreSQL, bronze, silver, gold)",
         description=(
-            "Run one or more streaming jobs in one Spark application: bronze (Kafka -> Delta "
-            "bronze), silver (bronze -> validated, deduplicated Delta silver + quarantine, "
-            "mirrored to PostgreSQL raw_trades/quarantine), gold (silver -> windowed metrics "
-            "-> PostgreSQL metrics). Each job keeps its own checkpoint: running again resumes "
-            "where it stopped, without losing or duplicating a row. Prints a status line per "
-            "stage every CRYPTOFLOW_RUN_STATUS_INTERVAL_S seconds; Ctrl-C stops cleanly. "
+            "Run the pipeline's one streaming query: each micro-batch of Kafka records is "
+            "parsed, validated and deduplicated, served to PostgreSQL in one transaction "
+            "(raw_trades, quarantine and the windowed metrics folded from the new trades) and "
+            "appended to the Delta bronze, silver and quarantine tables; Delta gold copies the "
+            "folded windows every CRYPTOFLOW_GOLD_SYNC_INTERVAL_MS. One checkpoint: running "
+            "again resumes where it stopped, without losing or repeating a record. Prints a "
+            "status line every CRYPTOFLOW_RUN_STATUS_INTERVAL_S seconds; Ctrl-C stops cleanly. "
             "Needs the services and schema (`cryptoflow setup`)."
         ),
     )
     p.add_argument(
         "stages",
-        nargs="+",
-        choices=(*STAGES, "all"),
+        nargs="*",
+        choices=("all", "trades"),
         metavar="STAGE",
-        help="bronze, silver, gold, or all (default order bronze, silver, gold)",
+        help="all (the default) or trades: the one query there is (kept for scripts)",
     )
     p.add_argument(
         "--available-now",
         action="store_true",
-        help="process what is available now, stage after stage, then exit (drains, benches)",
+        help="process what Kafka holds now, bring Delta gold up to date, then exit (drains)",
     )
     p.set_defaults(handler=run)
-
-
-def selected(stages: list[str]) -> list[str]:
-    return list(STAGES) if "all" in stages else [s for s in STAGES if s in stages]
 
 
 class _StopRequest:
@@ -64,39 +61,42 @@ class _StopRequest:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from cryptoflow.spark import get_spark
-    from pipelines.progress import BatchLogger, status_line, stop_between_batches
+    from pipelines import job
+    from pipelines.progress import BatchLogger, status_line
 
-    stages = selected(args.stages)
-    jobs = {stage: job_module(stage) for stage in stages}
-    spark = get_spark(settings, "cryptoflow-" + "-".join(stages))
+    spark = get_spark(settings, "cryptoflow-run")
     stop = _StopRequest()  # after the SparkContext, whose SIGINT handler cancels every job
-    spark.streams.addListener(BatchLogger([s for s in stages if s != "silver"]))
-    queries = []
+    spark.streams.addListener(BatchLogger())
+    query = None
     try:
+        query = job.start(spark, settings, available_now=args.available_now)
         if args.available_now:
-            for stage in stages:
-                if stop.requested:
-                    return 0
-                q = jobs[stage].start(spark, settings, available_now=True)
-                queries.append(q)
-                while q.isActive and not stop.requested:
-                    time.sleep(0.5)
-                if q.exception() is not None:
-                    log.error("%s failed: %s", stage, str(q.exception()).strip().splitlines()[0])
-                    return 1
-                log.info("%s drained: %s", stage, status_line([q]))
+            while query.isActive and not stop.requested:
+                time.sleep(0.5)
+            if query.exception() is not None:
+                log.error("%s failed: %s", job.QUERY, first_line(query.exception()))
+                return 1
+            log.info("%s drained: %s", job.QUERY, status_line([query]))
             return 0
-        queries = [jobs[stage].start(spark, settings) for stage in stages]
-        restart = lambda q: jobs[q.name].start(spark, settings)  # noqa: E731
-        return _watch(queries, settings.run_status_interval_s, status_line, stop, restart)
+
+        def restart(q):
+            q.gold.stop(final=False)
+            return job.start(spark, settings)
+
+        queries = [query]
+        try:
+            return _watch(queries, settings.run_status_interval_s, status_line, stop, restart)
+        finally:
+            query = queries[0]
     except KeyboardInterrupt:
-        log.info("stopping %s", ", ".join(stages))
+        log.info("stopping %s", job.QUERY)
         return 0
     finally:
-        try:
-            stop_between_batches(queries)
-        except Exception as e:  # noqa: BLE001 (best effort while shutting down)
-            log.warning("stopping queries: %s", e)
+        if query is not None:
+            try:
+                job.stop(query)
+            except Exception as e:  # noqa: BLE001 (best effort while shutting down)
+                log.warning("stopping the query: %s", first_line(e))
         spark.stop()
         log.info("stopped")
 
@@ -115,7 +115,7 @@ def _watch(queries, interval: float, status_line, stop: _StopRequest, restart) -
             if not q.isActive:
                 err = q.exception()
                 if err is not None:
-                    first = str(err).strip().splitlines()[0]
+                    first = first_line(err)
                     if SPARK_55271 in first and not q.recentProgress:
                         log.warning("%s hit SPARK-55271 on its first batch: restarting", q.name)
                         queries[i] = restart(q)

@@ -9,21 +9,21 @@ from pathlib import Path
 from cryptoflow.config import SOURCES, Settings
 from cryptoflow.errors import ConfigError
 from cryptoflow.supervisor import UpOptions, run_pipeline
-from pipelines import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "up",
-        help="run the whole pipeline: services, ingestion, bronze, silver, gold (the main job)",
+        help="run the whole pipeline: services, ingestion and the streaming query (the main job)",
         description=(
             "Start the embedded services (unless external ones are configured), apply the "
             "schema, start ingestion from the chosen source (and the simulator with --source "
-            "sim) as child processes, and run the bronze, silver and gold streaming jobs in one "
-            "Spark application. A status line per stage every few seconds. Whatever fails is "
-            "restarted with backoff. Ctrl-C stops cleanly; running it again resumes from the "
-            "checkpoints. Against live Binance that cannot be reached it says so and keeps "
-            "retrying: it never switches to simulated data by itself."
+            "sim) as child processes, and run the pipeline's streaming query, whose "
+            "micro-batches serve trades and metrics to PostgreSQL in one transaction and keep "
+            "the bronze, silver and gold Delta tables. A status line per part every few "
+            "seconds. Whatever fails is restarted with backoff. Ctrl-C stops cleanly; running "
+            "it again resumes from the checkpoints. Against live Binance that cannot be "
+            "reached it says so and keeps retrying: it never switches to simulated data by itself."
         ),
         epilog="example: cryptoflow up --source sim --sim-rate 100",
     )
@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--speed", type=float, help="with --source csv: replay speed factor")
     p.add_argument(
-        "--stages", default=",".join(STAGES),
-        help="comma-separated streaming jobs to run (default: bronze,silver,gold)",
+        "--no-pipeline", action="store_true",
+        help="do not start the streaming query (services and ingestion only)",
     )  # fmt: skip
     p.add_argument(
         "--no-ingest", action="store_true",
@@ -71,12 +71,6 @@ _SIM_FLAGS = {
 
 
 def options_from_args(settings: Settings, args: argparse.Namespace) -> UpOptions:
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ConfigError(
-            f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}"
-        )
     sim_args: list[str] = []
     if args.sim_wait_for_client:
         sim_args.append("--wait-for-client")
@@ -86,7 +80,7 @@ def options_from_args(settings: Settings, args: argparse.Namespace) -> UpOptions
             sim_args += [flag, str(value)]
     return UpOptions(
         source=args.source or settings.source,
-        stages=stages,
+        pipeline=not args.no_pipeline,
         ingest=not args.no_ingest,
         csv_paths=args.csv,
         speed=args.speed,

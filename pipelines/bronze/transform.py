@@ -51,7 +51,7 @@ def to_bronze(kafka: DataFrame) -> DataFrame:
 
     ``value`` stays binary byte for byte; headers become ``array<struct<key, value string>>``
     (an array, not a map: Kafka allows repeated header keys); ``ingest_date`` (UTC date of
-    the Kafka timestamp) partitions the table. ``stamp`` adds ``bronze_time`` per batch.
+    the Kafka timestamp) partitions the table. ``bronze_rows`` adds ``bronze_time`` per batch.
     """
     headers = F.transform(
         F.coalesce(kafka["headers"], F.array().cast("array<struct<key:string,value:binary>>")),
@@ -69,12 +69,20 @@ def to_bronze(kafka: DataFrame) -> DataFrame:
     )
 
 
-def stamp(records: DataFrame, written_at: datetime) -> DataFrame:
-    """``to_bronze``'s rows of one batch with ``bronze_time`` = ``written_at``, in
-    ``BRONZE_SCHEMA`` order. Not ``current_timestamp()`` in the streaming plan: Spark writes
-    the batch timestamp into the generated code, so each batch compiled its own classes
-    (``pipelines.batch_values``)."""
+def bronze_rows(parsed: DataFrame, written_at: datetime) -> DataFrame:
+    """A batch's bronze rows, in ``BRONZE_SCHEMA`` order, from its parsed rows
+    (``parse_frames`` keeps every bronze column under its own name) with ``bronze_time`` =
+    ``written_at``. Not ``current_timestamp()``: Spark writes the batch timestamp into the
+    generated code, so each batch compiled its own classes (``pipelines.batch_values``)."""
     at = opaque_timestamp(F.lit(written_at).cast("timestamp"), F.col("topic"))
-    return records.select(
-        *(at.alias(f.name) if f.name == "bronze_time" else F.col(f.name) for f in BRONZE_SCHEMA)
+    return parsed.select(
+        F.col("raw_value").alias("value"),
+        F.col("kafka_key").alias("key"),
+        F.col("topic"),
+        F.col("kafka_partition").alias("partition"),
+        F.col("kafka_offset").alias("offset"),
+        F.col("kafka_timestamp"),
+        F.col("headers"),
+        at.alias("bronze_time"),
+        F.to_date(F.col("kafka_timestamp")).alias("ingest_date"),
     )

@@ -17,7 +17,7 @@ Windows are tumbling, ``[start, start + length)``, aligned to the epoch exactly 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -209,25 +209,3 @@ def compute_metrics(silver: DataFrame, window_seconds: int) -> DataFrame:
     """
     sums = window_sums(silver, window_lengths(window_seconds)).collect()
     return gold_frame(silver.sparkSession, [finish(r.asDict()) for r in sums])
-
-
-def window_dates(ranges: Iterable[tuple[int, int]]) -> list[date]:
-    """UTC dates that the ``[start_us, end_us)`` ranges touch (silver's trade_date values)."""
-    days: set[date] = set()
-    for start_us, end_us in ranges:
-        day, last = from_micros(start_us).date(), from_micros(end_us - 1).date()
-        while day <= last:
-            days.add(day)
-            day += timedelta(days=1)
-    return sorted(days)
-
-
-def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Overlapping or touching ``[start, end)`` ranges merged, in order."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out

@@ -24,7 +24,8 @@ from cryptoflow.errors import CryptoflowError
 
 log = logging.getLogger(__name__)
 OWNER_FILE = "_cryptoflow_owner.json"
-JOBS = ("bronze", "silver", "gold")
+#: The checkpoints the pipeline keeps: its query's, and the last rebuild's (``replay``).
+JOBS = ("trades", "replay-silver")
 
 
 class CheckpointConflict(CryptoflowError):
@@ -177,12 +178,10 @@ def list_checkpoints(settings: Settings) -> list[CheckpointInfo]:
 
 
 def job_io(settings: Settings, job: str) -> tuple[str, str]:
-    """(source, sink) a stage job's checkpoint belongs to: what each job.py passes to
-    ``ensure_checkpoint_owner`` (and what replay claims for the fresh checkpoint)."""
-    if job == "bronze":
+    """(source, sink) a checkpoint belongs to: what the pipeline's query and a rebuild pass
+    to ``ensure_checkpoint_owner``."""
+    if job == "trades":
         return f"kafka:{settings.kafka_topic}", settings.table_path("bronze")
-    if job == "silver":
+    if job == "replay-silver":
         return settings.table_path("bronze"), settings.table_path("silver")
-    if job == "gold":
-        return settings.table_path("silver"), settings.table_path("gold")
     raise ValueError(f"job_io: unknown job {job!r}")

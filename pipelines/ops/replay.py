@@ -1,18 +1,18 @@
-"""Rebuild silver from bronze, or gold from silver, with the stage's own job code.
+"""Rebuild silver from bronze, or gold from silver, with the pipeline's own code.
 
-How a rebuild swaps in (docs/operations.md): in place, with the live job stopped.
-1. refuse while the stage's job runs (its checkpoint owner file names a live process);
-2. move the live checkpoint aside to ``<checkpoint>.replaced-<UTC time>`` (kept for rollback);
-3. clear what will be recomputed with a Delta DELETE/MERGE (the previous rows stay
-   reachable by time travel and ``RESTORE``): everything for a full rebuild; for silver from
-   version N, the rows that came from bronze commits >= N; gold windows are recomputed
-   from silver whole, so a partial gold replay clears nothing;
-4. run the stage's job with a fresh checkpoint at the live path and an availableNow
-   trigger: ``start(available_now=True)`` for a full rebuild, its foreachBatch function on a
-   Delta stream from ``startingVersion`` N for a partial one. The live job later resumes
-   from this checkpoint, i.e. right after the rebuild;
-5. make PostgreSQL equal to the rebuilt table for the symbols (topics) involved: upsert
-   every row, delete rows that are no longer there, in one transaction (admin login).
+How a rebuild swaps in (docs/operations.md): in place, with the pipeline's query stopped.
+1. refuse while the query runs (its checkpoint owner file names a live process);
+2. silver: move the last rebuild's checkpoint aside to ``<checkpoint>.replaced-<UTC time>``,
+   clear what will be recomputed with a Delta DELETE/MERGE (the previous rows stay reachable
+   by time travel and ``RESTORE``): everything for a full rebuild, for a rebuild from bronze
+   version N the rows that came from bronze commits >= N; then run the pipeline's batch
+   function (``PipelineBatch``, without its bronze write) over bronze as a Delta stream
+   from ``startingVersion`` N, with an availableNow trigger, and make PostgreSQL's
+   raw_trades and quarantine equal to the rebuilt tables for the symbols (topics) involved:
+   upsert every row, delete rows that are no longer there, in one transaction (admin login);
+3. gold (also after a silver rebuild): recompute the exact window sums of the symbols
+   involved from silver (``window_sums``), and replace them in PostgreSQL (``metric_sums``,
+   ``metrics``) and in Delta gold. The live query goes on folding from there.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from delta.tables import DeltaTable
 from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.config import Settings
 from cryptoflow.db import connect
@@ -38,6 +37,9 @@ from cryptoflow.services.process import pid_alive
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, local_path, read_owner
 from pipelines.ops.tables import history, version_range
 from pipelines.serving import UpsertSpec, copy_upsert
+
+LIVE_QUERY = "trades"  # pipelines.job.QUERY (imported lazily: ops is below the job)
+REBUILD = "replay-silver"
 
 log = logging.getLogger(__name__)
 SOURCE_OF = {"silver": "bronze", "gold": "silver"}
@@ -96,11 +98,11 @@ def _utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC) if ts.tzinfo is None else ts  # naive = local, as PySpark returns
 
 
-def ensure_stopped(spark: SparkSession, settings: Settings, stage: str) -> None:
-    """Refuse while the stage's query runs here or in another live process on this host."""
-    if any(q.name == stage for q in spark.streams.active):
-        raise ReplayError(f"the {stage} query runs in this process: stop it, then replay")
-    owner = read_owner(settings.checkpoint_path(stage))
+def ensure_stopped(spark: SparkSession, settings: Settings) -> None:
+    """Refuse while the pipeline's query runs here or in another live process on this host."""
+    if any(q.name == LIVE_QUERY for q in spark.streams.active):
+        raise ReplayError(f"the {LIVE_QUERY} query runs in this process: stop it, then replay")
+    owner = read_owner(settings.checkpoint_path(LIVE_QUERY))
     if (
         owner is not None
         and owner.pid != os.getpid()
@@ -108,8 +110,9 @@ def ensure_stopped(spark: SparkSession, settings: Settings, stage: str) -> None:
         and pid_alive(owner.pid)
     ):
         raise ReplayError(
-            f"{stage} is running (pid {owner.pid}, started {owner.started_at}): stop it "
-            f"(Ctrl-C the `cryptoflow run` that runs it), then replay; --force skips this check"
+            f"the pipeline is running (pid {owner.pid}, started {owner.started_at}): stop it "
+            "(Ctrl-C the `cryptoflow up` or `cryptoflow run` that runs it), then replay; "
+            "--force skips this check"
         )
 
 
@@ -138,14 +141,9 @@ def _read(spark: SparkSession, settings: Settings, name: str, version: int | Non
     return reader.load(settings.table_path(name))
 
 
-def clear_targets(spark: SparkSession, settings: Settings, stage: str, start: int | None) -> None:
-    """Remove what the replay recomputes (see the module doc)."""
-    full = start is None or start == 0
-    if stage == "gold":
-        if full:
-            _delta(spark, settings, "gold").delete()
-        return
-    if full:
+def clear_silver(spark: SparkSession, settings: Settings, start: int | None) -> None:
+    """Remove the silver and quarantine rows a silver rebuild recomputes (module doc)."""
+    if start is None or start == 0:
         _delta(spark, settings, "silver").delete()
         _delta(spark, settings, "quarantine").delete()
         return
@@ -177,54 +175,30 @@ def clear_targets(spark: SparkSession, settings: Settings, stage: str, start: in
     )
 
 
-def _partial_query(
-    spark: SparkSession, settings: Settings, stage: str, start: int
-) -> StreamingQuery:
-    """The stage's own foreachBatch function over its source from ``startingVersion``."""
-    checkpoint = settings.checkpoint_path(stage)
-    reader = spark.readStream.format("delta").option("startingVersion", start)
-    if stage == "silver":
-        from expectations.rules import trade_rules, unique_key_rule
-        from pipelines.ledger import query_id_reader
-        from pipelines.silver.batch import SilverBatch
-        from pipelines.silver.job import bronze_stream, validated
+def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -> int:
+    """Run the pipeline's batch function over bronze (from version ``start``) until it has
+    processed bronze as it is now; returns the batches run."""
+    from expectations.rules import trade_rules, unique_key_rule
+    from pipelines.batch import PipelineBatch
+    from pipelines.bronze.source import bronze_stream
+    from pipelines.job import run_batches
+    from pipelines.ledger import query_id_reader
+    from pipelines.silver.validate import validated
 
-        rules = trade_rules(settings)
-        source = validated(bronze_stream(reader, settings), rules)
-        unique = unique_key_rule(settings)
-        handler = SilverBatch(settings, rules, unique, query_id_reader(checkpoint))
-    else:
-        from pipelines.gold.job import GoldBatchWriter
-
-        source = (
-            reader.option("ignoreChanges", "true")
-            .load(settings.table_path("silver"))
-            .select("symbol", "trade_time")
-        )
-        handler = GoldBatchWriter(spark, settings)
-    return (
-        source.writeStream.queryName(stage)
-        .foreachBatch(handler)
-        .option("checkpointLocation", checkpoint)
-        .trigger(availableNow=True)
-        .start()
+    ensure_checkpoint_owner(settings, REBUILD, *job_io(settings, REBUILD))
+    checkpoint = settings.checkpoint_path(REBUILD)
+    reader = spark.readStream.format("delta")
+    if start is not None:
+        reader = reader.option("startingVersion", start)
+    rules, unique = trade_rules(settings), unique_key_rule(settings)
+    source = validated(bronze_stream(reader, settings), rules)
+    handler = PipelineBatch(
+        settings, rules, unique, query_id_reader(checkpoint), REBUILD, write_bronze=False
     )
-
-
-def run_stage(spark: SparkSession, settings: Settings, stage: str, start: int | None) -> int:
-    """Run the stage until it has processed its source as it is now; returns batches run."""
-    ensure_checkpoint_owner(settings, stage, *job_io(settings, stage))
-    if start is None:
-        if stage == "silver":
-            from pipelines.silver.job import start as start_job
-        else:
-            from pipelines.gold.job import start as start_job
-        query = start_job(spark, settings, available_now=True)
-    else:
-        query = _partial_query(spark, settings, stage, start)
+    query = run_batches(source, handler, checkpoint, REBUILD, True, settings.trigger_interval_ms)
     query.awaitTermination()
     if query.exception() is not None:
-        raise ReplayError(f"{stage} replay failed: {query.exception()}")
+        raise ReplayError(f"silver replay failed: {query.exception()}")
     last = query.lastProgress
     return int(last["batchId"]) + 1 if last else 0
 
@@ -232,18 +206,14 @@ def run_stage(spark: SparkSession, settings: Settings, stage: str, start: int | 
 # ----- PostgreSQL
 
 
-def _specs(stage: str) -> list[tuple[UpsertSpec, str, str]]:
-    """(spec with update=True, Delta table, scope column) pairs the stage serves."""
-    if stage == "silver":
-        from pipelines.silver.mirror import QUARANTINE, RAW_TRADES
+def _silver_specs() -> list[tuple[UpsertSpec, str, str]]:
+    """(spec with update=True, Delta table, scope column) of the tables silver serves."""
+    from pipelines.silver.tables import QUARANTINE, RAW_TRADES
 
-        return [
-            (replace(RAW_TRADES, update=True), "silver", "symbol"),
-            (replace(QUARANTINE, update=True), "quarantine", "topic"),
-        ]
-    from pipelines.gold.job import METRICS_SPEC
-
-    return [(replace(METRICS_SPEC, update=True), "gold", "symbol")]
+    return [
+        (replace(RAW_TRADES, update=True), "silver", "symbol"),
+        (replace(QUARANTINE, update=True), "quarantine", "topic"),
+    ]
 
 
 def _scope(df: DataFrame, column: str) -> set[str]:
@@ -251,16 +221,16 @@ def _scope(df: DataFrame, column: str) -> set[str]:
 
 
 def sync_postgres(
-    spark: SparkSession, settings: Settings, stage: str, versions_before: dict[str, int]
+    spark: SparkSession, settings: Settings, versions_before: dict[str, int]
 ) -> tuple[int, int]:
-    """Make the serving tables equal the rebuilt Delta rows for the symbols/topics involved
-    before (``versions_before``: table -> version) or after the rebuild. Returns (rows
-    upserted, rows deleted)."""
+    """Make raw_trades and quarantine equal the rebuilt silver and quarantine rows for the
+    symbols/topics involved before (``versions_before``: table -> version) or after the
+    rebuild. Returns (rows upserted, rows deleted)."""
     upserted = deleted = 0
     conn = connect(admin_dsn(settings))  # DELETE is an operator's right, not the pipeline's
     try:
         with conn, conn.cursor() as cur:
-            for spec, table, scope_col in _specs(stage):
+            for spec, table, scope_col in _silver_specs():
                 now = _read(spark, settings, table)
                 before = _read(spark, settings, table, versions_before[table])
                 scope = sorted(_scope(now, scope_col) | _scope(before, scope_col))
@@ -299,6 +269,8 @@ def replay(
     force: bool = False,
 ) -> ReplayResult:
     """Rebuild ``stage`` (silver or gold) from its source; see the module doc."""
+    from pipelines.gold.rebuild import rebuild_gold
+
     if stage not in SOURCE_OF:
         raise ReplayError(f"cannot replay {stage!r}: replay rebuilds silver or gold")
     started = time.monotonic()
@@ -308,15 +280,21 @@ def replay(
             raise ReplayError(f"table {name} does not exist at {settings.table_path(name)}")
     start = resolve_start(spark, settings, source, from_version, from_timestamp)
     if not force:
-        ensure_stopped(spark, settings, stage)
+        ensure_stopped(spark, settings)
     targets = ["silver", "quarantine"] if stage == "silver" else ["gold"]
     versions_before = {t: version_range(spark, settings, t)[1] for t in targets}
     previous = versions_before[stage]
     rows_before = _read(spark, settings, stage).count()
-    moved = move_checkpoint_aside(settings, stage)
-    clear_targets(spark, settings, stage, start)
-    batches = run_stage(spark, settings, stage, start)
-    upserted, deleted = sync_postgres(spark, settings, stage, versions_before)
+    moved, batches, upserted, deleted = None, 0, 0, 0
+    if stage == "silver":
+        moved = move_checkpoint_aside(settings, REBUILD)
+        clear_silver(spark, settings, start)
+        batches = rebuild_silver(spark, settings, start)
+        upserted, deleted = sync_postgres(spark, settings, versions_before)
+        symbols = None  # silver changed: every window may have
+    else:
+        symbols = None if start is None else _added_symbols(spark, settings, start)
+    rebuild_gold(spark, settings, symbols)
     result = ReplayResult(
         stage,
         start,
@@ -343,3 +321,15 @@ def replay(
         result.seconds,
     )
     return result
+
+
+def _added_symbols(spark: SparkSession, settings: Settings, start: int) -> list[str]:
+    """The symbols of the silver rows committed at version ``start`` or later."""
+    before = _read(spark, settings, "silver", start - 1) if start > 0 else None
+    now = _read(spark, settings, "silver").select("symbol", "trade_id")
+    added = (
+        now
+        if before is None
+        else now.join(before.select("symbol", "trade_id"), ["symbol", "trade_id"], "left_anti")
+    )
+    return sorted(_scope(added, "symbol"))

@@ -69,7 +69,7 @@ def snapshot(settings: Settings, services: Sequence[Any] | None = None) -> str:
     rows = [
         (c.job, c.last_committed, _age(c.committed_at, now), " | ".join(c.positions) or "-")
         for c in list_checkpoints(settings)
-        if c.exists or c.job in ("bronze", "silver", "gold")
+        if c.exists or c.job == "trades"
     ]
     lines += [
         "  " + line for line in render(("job", "batch", "committed", "position"), rows).splitlines()

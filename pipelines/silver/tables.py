@@ -25,6 +25,7 @@ from pyspark.sql.types import (
 )
 
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
+from pipelines.serving import UpsertSpec
 from pipelines.silver.dedup import Key, KeyIndex
 
 SILVER_SCHEMA = StructType(
@@ -64,6 +65,12 @@ QUARANTINE_SCHEMA = StructType(
     ]
 )
 QUARANTINE_KEY = ("topic", "kafka_partition", "kafka_offset")
+
+#: PostgreSQL raw_trades = silver's columns minus the partition column; first write wins.
+RAW_TRADES = UpsertSpec(
+    "raw_trades", tuple(f.name for f in SILVER_SCHEMA.fields[:-1]), ("symbol", "trade_id")
+)
+QUARANTINE = UpsertSpec("quarantine", tuple(QUARANTINE_SCHEMA.fieldNames()), QUARANTINE_KEY)
 
 
 def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -> None:

@@ -45,8 +45,8 @@ SILVER_COLUMNS = (
 )
 #: Silver columns that can never be NULL (PostgreSQL raw_trades NOT NULL, Delta keys).
 REQUIRED_COLUMNS = SILVER_COLUMNS[:9]
-#: Bronze bookkeeping kept next to the parsed columns for quarantine and ordering.
-KAFKA_COLUMNS = ("raw_value", "kafka_key", "topic", "kafka_timestamp")
+#: Bronze bookkeeping kept next to the parsed columns for quarantine, ordering and bronze.
+KAFKA_COLUMNS = ("raw_value", "kafka_key", "topic", "kafka_timestamp", "headers")
 
 
 def _ms(ts: Column) -> Column:
@@ -92,6 +92,7 @@ def parse_frames(bronze: DataFrame, spark_time: datetime | None = None) -> DataF
         bronze["partition"].alias("kafka_partition"),
         bronze["offset"].alias("kafka_offset"),
         bronze["kafka_timestamp"],
+        bronze["headers"],
         header_value(bronze["headers"], "source").alias("source"),
         F.is_valid_utf8(text).alias("_utf8"),
         (F.length(bronze["value"]) == 0).alias("_empty"),
@@ -165,6 +166,7 @@ def parse_frames(bronze: DataFrame, spark_time: datetime | None = None) -> DataF
         F.col("kafka_key"),
         F.col("topic"),
         F.col("kafka_timestamp"),
+        F.col("headers"),
     )
     return out
 

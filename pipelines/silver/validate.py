@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from cryptoflow.errors import ConfigError, first_line
-from pipelines.silver.transform import REQUIRED_COLUMNS
+from pipelines.silver.transform import REQUIRED_COLUMNS, parse_frames
 
 ACTIONS = ("warn", "drop", "fail")
 #: Reason given when a row cannot be stored in silver but no configured rule caught it.
@@ -94,3 +94,11 @@ def apply_rules(parsed: DataFrame, rules: Sequence[Rule]) -> DataFrame:
 
 def _names(names: Sequence[str]) -> Column:
     return F.array(*[F.lit(n) for n in names]) if names else F.array().cast("array<string>")
+
+
+def validated(bronze: DataFrame, rules: Sequence[Rule]) -> DataFrame:
+    """Bronze rows parsed and validated: what the pipeline's batch function receives. Built
+    on the streaming DataFrame, so the plan is analysed once per query start."""
+    parsed = parse_frames(bronze)
+    check_rules(rules, parsed)
+    return apply_rules(parsed, rules)

@@ -1,17 +1,22 @@
-"""One silver micro-batch (``foreachBatch``): classify, mirror, write.
+"""The one micro-batch (``foreachBatch``) from Kafka to PostgreSQL and the lake.
 
-Order of writes (the idempotency argument is in docs/pipelines.md):
-1. one PostgreSQL transaction upserting raw_trades and quarantine (first write of a key
-   wins);
-2. Delta silver append of the batch's new trades, its ``userMetadata`` naming the query and
-   batch (``pipelines.ledger``);
-3. Delta quarantine append of the batch's rejected records, tagged the same way (only
-   when there are any).
-Rows are a function of the batch's bronze records, its timestamp (kept in the offset log)
-and silver as of the version before the batch. A replay (crash anywhere before Spark's
-commit log records the batch) finds its own silver commit if it made one, classifies
-against the version before it, and so recomputes identical rows; steps 1-3 then no-op or
-skip the appends its ledger finds already made.
+A batch's records arrive parsed and validated (``pipelines.job``: the streaming plan) and are
+read from Kafka once (cached). Then, in this order (the crash argument is in
+docs/pipelines.md):
+1. the rows are collected through Arrow and deduplicated on (symbol, trade_id) against
+   Delta silver as of the version before the batch (``pipelines.silver.dedup``);
+2. Delta bronze: every record appended, tagged with the query and batch
+   (``pipelines.ledger``), in a thread beside steps 3-4 (not on a rebuild from bronze);
+3. PostgreSQL, one transaction (``pipelines.serve``): raw_trades, the metrics folded from
+   the trades it inserted, quarantine, and the batch ledger;
+4. Delta silver append of the new trades, Delta quarantine append of the rejected records,
+   each tagged like bronze.
+Rows are a function of the batch's records, its timestamp (kept in the offset log) and silver
+as of the version before the batch. A replay (a crash anywhere before Spark's commit log
+records the batch) finds its own silver commit if it made one, classifies against the
+version before it, and so recomputes identical rows; every write then no-ops or is skipped
+by its ledger. Delta gold is copied from the folded windows beside the batches
+(``pipelines.gold.sync``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -30,11 +37,16 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
+from cryptoflow.db import connect
 from cryptoflow.errors import CryptoflowError
+from cryptoflow.services.postgres import pipeline_dsn
+from pipelines.bronze.transform import bronze_rows
+from pipelines.gold.fold import micros
+from pipelines.gold.transform import window_lengths
 from pipelines.ledger import CommitLedger
 from pipelines.ops.batches import latency_percentiles, record_batch
+from pipelines.serve import Served, serve_batch
 from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
-from pipelines.silver.mirror import mirror_to_postgres
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
     key_index,
@@ -49,11 +61,11 @@ _QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
 
 
 class ExpectationFailed(CryptoflowError):
-    """A rule with action ``fail`` rejected a row: the silver query stops."""
+    """A rule with action ``fail`` rejected a row: the query stops."""
 
 
 @dataclass
-class SilverStats:
+class BatchStats:
     """Numbers of the latest batch and running totals, for status lines and tests."""
 
     batches: int = 0
@@ -61,6 +73,7 @@ class SilverStats:
     input_rows: int = 0
     output_rows: int = 0
     quarantined: int = 0
+    late: int = 0
     duration_s: float = 0.0
     latency_p50_ms: float | None = None
     total_output: int = 0
@@ -84,12 +97,13 @@ class _Steps:
         return ",".join(f"{k}:{v}" for k, v in self.ms.items())
 
 
-class SilverBatch:
-    """The ``foreachBatch`` function of the silver query (one instance per query start).
+class PipelineBatch:
+    """The ``foreachBatch`` function of the pipeline's query (one instance per query start).
 
-    It receives bronze rows already parsed and validated (``parse_frames`` and
-    ``apply_rules`` are part of the streaming plan, so they are planned once per query start
-    and ``spark_time`` is the micro-batch's timestamp)."""
+    It receives records already parsed and validated (``parse_frames`` and ``apply_rules``
+    are part of the streaming plan, so they are planned once per query start and
+    ``spark_time`` is the micro-batch's timestamp). ``write_bronze=False`` when the records
+    come from bronze itself (a rebuild)."""
 
     def __init__(
         self,
@@ -97,29 +111,39 @@ class SilverBatch:
         rules: Sequence[Rule],
         unique_rule: Rule,
         app_id: Callable[[SparkSession], str],
+        job: str,
+        write_bronze: bool = True,
     ) -> None:
         self.settings = settings
         self.rules = list(rules)
         self.unique_rule = unique_rule
+        self.job = job
+        self.write_bronze = write_bronze
+        self.lengths = window_lengths(settings.window_seconds)
         self._ledger = CommitLedger(app_id)
         self._index: KeyIndex | None = None  # silver's keys as of its latest commit
+        self._high_water_us: int | None = None  # newest trade time of the earlier batches
         self._collect = _collected_columns()
-        self.stats = SilverStats()
+        self._bronze_writer = ThreadPoolExecutor(1, thread_name_prefix="bronze-write")
+        self.stats = BatchStats()
 
     def __call__(self, evaluated: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
         steps = _Steps()
         spark = evaluated.sparkSession
-        silver_path = self.settings.table_path("silver")
         before = self._silver_before(spark, batch_id)
+        app = self._ledger.app(spark)
         steps.mark("ledger")
         evaluated = evaluated.persist()
+        bronze: Future | None = None
         try:
             # Arrow: ~10x faster than collecting Rows, and the new trades go to Postgres as
-            # Arrow-written CSV without becoming Python objects.
+            # Arrow-written CSV without becoming Python objects. This reads Kafka (once).
             table = evaluated.select(*self._collect).toArrow()
+            steps.mark("read")
+            if self.write_bronze:  # from the cache, beside the serving path
+                bronze = self._bronze_writer.submit(self._append_bronze, evaluated, batch_id)
             rows = _candidates(table)
-            steps.mark("validate")
             classes = classify(rows, self._index, self._lookup(spark, before))
             steps.mark("dedup")
             self._stop_on_failures(table, rows, classes)
@@ -134,24 +158,35 @@ class SilverBatch:
                     others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True
                 )
             ]
-            # Postgres first: the rows are final (a replay recomputes them identically and
-            # the upserts ignore what is already there), and serving latency counts.
-            mirror_to_postgres(self.settings, trades, quarantined, batch_id)
+            served = serve_batch(
+                pipeline_dsn(self.settings), app, batch_id, trades, quarantined,
+                self.settings.table_path("gold"), self.lengths,
+                self.settings.mirror_retry_seconds,
+            )  # fmt: skip
             steps.mark("postgres")
+            silver_path = self.settings.table_path("silver")
             self._ledger.append(_new_rows(evaluated, positions), silver_path, batch_id)
             steps.mark("silver")
             if quarantined:
                 q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
                 self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
                 steps.mark("quarantine")
+            if bronze is not None:
+                bronze.result()
+                steps.mark("bronze")
             # Our commit is the latest (a replay's skipped write: the one it made before).
             self._index.advance(table_version(spark, silver_path), new_keys(rows, classes).items())
-            dt = time.monotonic() - t0
-            self._record(
-                self._ledger.app(spark), batch_id, table, trades, len(quarantined), dt, steps
-            )
+            late = self._late(trades)
+            self._record(app, batch_id, table, trades, quarantined, served, late,
+                         time.monotonic() - t0, steps)  # fmt: skip
         finally:
+            if bronze is not None and not bronze.done():
+                bronze.exception()  # never leave the cache to a write still reading it
             evaluated.unpersist()
+
+    def _append_bronze(self, evaluated: DataFrame, batch_id: int) -> None:
+        rows = bronze_rows(evaluated, datetime.now(UTC))
+        self._ledger.append(rows, self.settings.table_path("bronze"), batch_id)
 
     def _silver_before(self, spark: SparkSession, batch_id: int) -> int:
         """The silver version this batch classifies against, with ``self._index`` at it.
@@ -176,6 +211,21 @@ class SilverBatch:
         path = self.settings.table_path("silver")
         return lambda keys: keys_in_silver(spark, path, before, keys)
 
+    def _late(self, trades: pa.Table) -> int:
+        """New trades older than the watermark (newest trade time of the earlier batches
+        minus ``watermark_seconds``): counted, and folded into their windows like any."""
+        if self._high_water_us is None:
+            self._high_water_us = newest_folded_trade_us(
+                pipeline_dsn(self.settings), self.settings.table_path("gold")
+            )
+        if not trades.num_rows:
+            return 0
+        times = pc.cast(trades.column("trade_time"), pa.int64())
+        watermark = self._high_water_us - self.settings.watermark_seconds * 1_000_000
+        late = pc.sum(pc.less(times, watermark)).as_py() or 0
+        self._high_water_us = max(self._high_water_us, pc.max(times).as_py())
+        return late
+
     # ----- steps
     def _stop_on_failures(self, table: pa.Table, rows: list[Keyed], classes: list[str]) -> None:
         """Raise for the first row (by Kafka position) that a ``fail`` rule rejected."""
@@ -190,8 +240,8 @@ class SilverBatch:
         raise ExpectationFailed(
             f"expectation {rule} (action fail) rejected the record at "
             f"{table.column('topic')[i].as_py()}/{rows[i].kafka_partition}/"
-            f"{rows[i].kafka_offset}: silver stops; fix the input or change the rule's action "
-            "to drop or warn in the expectation suite"
+            f"{rows[i].kafka_offset}: the pipeline stops; fix the input or change the rule's "
+            "action to drop or warn in the expectation suite"
         )
 
     def _quarantine_row(
@@ -215,7 +265,9 @@ class SilverBatch:
         batch_id: int,
         table: pa.Table,
         trades: pa.Table,
-        quarantined: int,
+        quarantined: list[tuple],
+        served: Served,
+        late: int,
         dt: float,
         steps: _Steps,
     ) -> None:
@@ -228,32 +280,50 @@ class SilverBatch:
         s = self.stats
         s.batches += 1
         s.last_batch_id, s.input_rows, s.output_rows = batch_id, table.num_rows, trades.num_rows
-        s.quarantined, s.duration_s, s.warned = quarantined, dt, warned
+        s.quarantined, s.late, s.duration_s, s.warned = len(quarantined), late, dt, warned
         s.latency_p50_ms = statistics.median(latencies) if latencies else None
         s.total_output += trades.num_rows
-        s.total_quarantined += quarantined
-        record_batch(  # ops hook: silver's own numbers in pipeline_batches (best effort)
+        s.total_quarantined += len(quarantined)
+        record_batch(  # ops hook: the batch's own numbers in pipeline_batches (best effort)
             self.settings,
-            "silver",
+            self.job,
             batch_id,
             query_id=app,
             output_rows=trades.num_rows,
-            quarantined=quarantined,
+            quarantined=len(quarantined),
+            late=late,
             **latency_percentiles(latencies),
         )
         log.info(
-            "silver batch=%d input=%d output=%d quarantined=%d duration_ms=%d e2e_p50_ms=%s "
-            "failed=%s warned=%s steps_ms=%s",
+            "%s batch=%d input=%d output=%d quarantined=%d late=%d windows=%d duration_ms=%d "
+            "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s%s",
+            self.job,
             batch_id,
             table.num_rows,
             trades.num_rows,
-            quarantined,
+            len(quarantined),
+            late,
+            len(served.windows),
             dt * 1000,
             "-" if s.latency_p50_ms is None else f"{s.latency_p50_ms:.0f}",
             json.dumps(failed, separators=(",", ":")),
             json.dumps(warned, separators=(",", ":")),
             steps,
+            " postgres=already-applied" if served.replayed else "",
         )
+
+
+def newest_folded_trade_us(dsn: str, lake: str) -> int:
+    """The newest trade time folded into ``lake``'s windows (µs; 0 when none): where the
+    watermark resumes after a restart."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT max(last_trade_time) FROM metric_sums WHERE lake = %s", (lake,))
+            (newest,) = cur.fetchone()
+    finally:
+        conn.close()
+    return 0 if newest is None else micros(newest)
 
 
 def _collected_columns() -> list[Column]:

@@ -1,4 +1,4 @@
-"""Bronze + silver against the real broker, Spark, Delta and PostgreSQL (in-process)."""
+"""The pipeline's query against the real broker, Spark, Delta and PostgreSQL (in-process)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from cryptoflow.config import Settings
-from pipelines.bronze import job as bronze_job
-from pipelines.silver import job as silver_job
+from pipelines import job
 from tests.conftest import wait_until
 from tests.pipeline_helpers import (
     expected,
@@ -26,21 +25,27 @@ pytestmark = pytest.mark.integration
 
 
 def _run_until(spark, s: Settings, done, what: str, timeout: float = 180):
-    """Start bronze and silver, wait for ``done()``, stop both."""
-    queries = [bronze_job.start(spark, s), silver_job.start(spark, s)]
+    """Start the pipeline's query, wait for ``done()``, stop it."""
+    query = job.start(spark, s)
     try:
 
         def check():
-            for q in queries:
-                if q.exception():
-                    raise AssertionError(f"{q.name} failed: {q.exception()}")
+            if query.exception():
+                raise AssertionError(f"{query.name} failed: {query.exception()}")
             return done()
 
         wait_until(check, timeout, 0.5, what)
     finally:
-        for q in queries:
-            q.stop()
-    return queries
+        job.stop(query)
+    return query
+
+
+def _drain(spark, s: Settings):
+    query = job.start(spark, s, available_now=True)
+    query.awaitTermination(180)
+    assert query.exception() is None, query.exception()
+    job.stop(query)
+    return query
 
 
 def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings, unique, tmp_path):
@@ -49,9 +54,7 @@ def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings,
     bad = [(None, b"\xff\xfe not utf-8"), (b"x", b""), (b"y", b'{"stream":"x"}')]
     records = [(t["s"].encode(), frame(t)) for t in good] + bad
     produce(s, records)
-    q = bronze_job.start(spark, s, available_now=True)
-    q.awaitTermination(120)
-    assert q.exception() is None
+    _drain(spark, s)
     bronze = spark.read.format("delta").load(s.table_path("bronze"))
     rows = bronze.select("value", "partition", "offset", "headers").collect()
     assert len(rows) == len(records)
@@ -61,8 +64,7 @@ def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings,
         {"key": "source", "value": "simulator"} in [h.asDict() for h in r.headers] for r in rows
     )
     # A second drain finds nothing new: the checkpoint holds, no record is written twice.
-    q = bronze_job.start(spark, s, available_now=True)
-    q.awaitTermination(120)
+    _drain(spark, s)
     assert bronze.count() == len(records)
 
 

@@ -1,0 +1,125 @@
+"""The pipeline's one streaming query: Kafka -> (bronze, silver, gold) -> PostgreSQL.
+
+``start`` reads the topic, parses and validates each record in the streaming plan and hands
+every micro-batch to ``PipelineBatch`` (``pipelines.batch``), which serves it to PostgreSQL
+in one transaction and appends it to the Delta tables. Delta gold follows beside the batches
+(``pipelines.gold.sync``). One checkpoint (``checkpoint_path(QUERY)``): running again
+resumes where it stopped, without losing or repeating a record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from cryptoflow.config import Settings
+from cryptoflow.errors import first_line
+from cryptoflow.services.postgres import pipeline_dsn
+from pipelines.batch import PipelineBatch
+from pipelines.bronze.source import ensure_bronze_table, kafka_stream
+from pipelines.gold.sync import GoldSync, ensure_gold_table
+from pipelines.gold.transform import window_lengths
+from pipelines.ledger import query_id_reader
+from pipelines.log_checkpoints import checkpoint_in_background
+from pipelines.ops.batches import attach_recorder
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
+from pipelines.silver.tables import ensure_tables
+from pipelines.silver.validate import Rule, validated
+
+log = logging.getLogger(__name__)
+
+#: The query's name: its checkpoint, its ``pipeline_batches`` rows, its status line.
+QUERY = "trades"
+
+
+def ensure_lake(spark: SparkSession, settings: Settings) -> None:
+    """Create the four Delta tables that are missing; their log checkpoints come from the
+    checkpointer thread (``pipelines.log_checkpoints``)."""
+    paths = [settings.table_path(t) for t in ("bronze", "silver", "quarantine", "gold")]
+    ensure_bronze_table(spark, paths[0])
+    ensure_tables(spark, paths[1], paths[2])
+    ensure_gold_table(spark, paths[3])
+    checkpoint_in_background(spark, settings, *paths)
+
+
+def gold_sync(spark: SparkSession, settings: Settings) -> GoldSync:
+    """The copier of folded windows into this lake's Delta gold (not started)."""
+    interval_s = settings.gold_sync_interval_ms / 1000
+    return GoldSync(spark, settings.table_path("gold"), pipeline_dsn(settings), interval_s)
+
+
+def run_batches(
+    source: DataFrame,
+    handler: PipelineBatch,
+    checkpoint: str,
+    name: str,
+    available_now: bool,
+    trigger_interval_ms: int,
+) -> StreamingQuery:
+    """Start ``source`` (validated records) through ``handler`` under ``checkpoint``."""
+    writer = (
+        source.writeStream.queryName(name)
+        .foreachBatch(handler)
+        .option("checkpointLocation", checkpoint)
+    )
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{trigger_interval_ms} milliseconds")
+    query = writer.start()
+    query.handler = handler  # type: ignore[attr-defined]
+    return query
+
+
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    available_now: bool = False,
+    rules: Sequence[Rule] | None = None,
+    unique_rule: Rule | None = None,
+) -> StreamingQuery:
+    """Start the query (``available_now``: what Kafka holds now, then stop). Rules default
+    to the expectation suite's (``expectations.rules``); tests may pass their own. The
+    batch function is ``query.handler`` (its ``stats``), the gold copier ``query.gold``:
+    call ``query.gold.stop()`` after the query stops to bring Delta gold up to date."""
+    if rules is None or unique_rule is None:
+        from expectations.rules import trade_rules, unique_key_rule
+
+        rules = trade_rules(settings) if rules is None else rules
+        unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
+    ensure_lake(spark, settings)
+    ensure_checkpoint_owner(settings, QUERY, *job_io(settings, QUERY))  # ops hook
+    attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
+    checkpoint = settings.checkpoint_path(QUERY)
+    handler = PipelineBatch(settings, rules, unique_rule, query_id_reader(checkpoint), QUERY)
+    source = validated(kafka_stream(spark, settings), rules)
+    gold = gold_sync(spark, settings)
+    query = run_batches(
+        source, handler, checkpoint, QUERY, available_now, settings.trigger_interval_ms
+    )
+    query.gold = gold if available_now else gold.start()  # type: ignore[attr-defined]
+    log.info(
+        "%s started topic=%s lake=%s windows=%s watermark_s=%d rules=%d",
+        QUERY,
+        settings.kafka_topic,
+        settings.lake_root,
+        ",".join(f"{s}s" for s in window_lengths(settings.window_seconds)),
+        settings.watermark_seconds,
+        len(rules),
+    )
+    return query
+
+
+def stop(query: StreamingQuery, timeout_s: float = 30.0) -> None:
+    """Stop ``query`` between micro-batches, then bring Delta gold up to date (best effort:
+    a failure is logged, and the next start's copier catches up)."""
+    from pipelines.progress import stop_between_batches
+
+    stop_between_batches([query], timeout_s)
+    try:
+        query.gold.stop()
+    except Exception as e:  # noqa: BLE001 - stopping anyway; nothing is lost
+        log.warning("gold not brought up to date on stop: %s", first_line(e))
