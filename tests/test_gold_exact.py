@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import calendar
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
 
 from pipelines.gold.exact import round_half_even, sqrt_half_even
-from pipelines.gold.scope import MAX_RANGES, Scope
-from pipelines.gold.transform import finish, merge_ranges, window_dates
+from pipelines.gold.fold import as_window_sums, micros
+from pipelines.gold.transform import finish, from_micros
 from tests.metrics_oracle import compare_metrics, expected_metrics
 
 
@@ -63,14 +64,6 @@ def test_sqrt_matches_high_precision_decimal():
 def test_negative_square_root_is_an_error():
     with pytest.raises(ValueError, match="negative"):
         sqrt_half_even(Fraction(-1), 2)
-
-
-def test_ranges_and_dates():
-    assert merge_ranges([(10, 20), (0, 5), (5, 8), (19, 30)]) == [(0, 8), (10, 30)]
-    day = 86_400_000_000
-    dates = window_dates([(day - 5_000_000, day + 55_000_000)])
-    assert [d.isoformat() for d in dates] == ["1970-01-01", "1970-01-02"]
-    assert [d.isoformat() for d in window_dates([(day, 2 * day)])] == ["1970-01-02"]
 
 
 def _trade(t, p, q, T, m, s="BTCUSDT"):
@@ -154,6 +147,93 @@ def test_finish_equals_oracle_from_exact_sums():
     assert compare_metrics(expected, [finish(sums)]) == []
 
 
+def _us(*fields: int) -> int:
+    """Microseconds since the epoch of a UTC (year, month, day, hour, minute, second)."""
+    return calendar.timegm((*fields, 0, 0, 0)) * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (datetime(2025, 3, 1, 12, 0, 0, 123_456, tzinfo=UTC), _us(2025, 3, 1, 12, 0, 0) + 123_456),
+        (  # the same instant at another offset, as psycopg2 returns a session-zone timestamptz
+            datetime(2025, 3, 1, 17, 30, 0, 123_456, tzinfo=timezone(timedelta(hours=5.5))),
+            _us(2025, 3, 1, 12, 0, 0) + 123_456,
+        ),
+        (datetime(1970, 1, 1, tzinfo=UTC), 0),
+        (datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), -1),
+        (  # beyond a double's 15-16 digits: float timestamps would lose the last microsecond
+            datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+            _us(9999, 12, 31, 23, 59, 59) + 999_999,
+        ),
+    ],
+)
+def test_micros_is_exact(ts, expected):
+    assert micros(ts) == expected
+    assert micros(from_micros(expected)) == expected
+    assert from_micros(micros(ts)) == ts
+
+
+def test_metric_sums_row_finishes_like_its_window_sums_row():
+    """A ``metric_sums`` row as psycopg2 returns it (numeric as Decimal, timestamptz as an
+    aware datetime at the session's offset, the fold's latency sum coalesced to 0 when no
+    trade had one, plus lake/change_seq/new_trades) gives, through ``as_window_sums`` and
+    ``finish``, exactly the gold row ``finish`` makes of Spark's ``window_sums`` row for the
+    same window."""
+    p = [Decimal("30000.50000000"), Decimal("30001.25000000"), Decimal("30001.25000001")]
+    q = [Decimal("0.00100000"), Decimal("2.50000000"), Decimal("0.33333333")]
+    maker = [False, True, False]
+    start = datetime(2025, 3, 1, 11, 59, tzinfo=UTC)
+    last = start + timedelta(seconds=41, microseconds=123_456)  # sub-millisecond part kept
+    start_us = _us(2025, 3, 1, 11, 59, 0)
+    exchange, source = [3, 5, 8], [10, 20, 31]
+    exact = {
+        "symbol": "BTCUSDT",
+        "window_seconds": 60,
+        "trade_count": 3,
+        "sum_price": sum(p),
+        "sum_price_sq": sum(x * x for x in p),
+        "sum_notional": sum(x * y for x, y in zip(p, q, strict=True)),
+        "total_volume": sum(q),
+        "min_price": min(p),
+        "max_price": max(p),
+        "buy_volume": sum(y for m, y in zip(maker, q, strict=True) if not m),
+        "sell_volume": sum(y for m, y in zip(maker, q, strict=True) if m),
+        "count_exchange_latency_ms": 3,
+        "count_source_latency_ms": 3,
+        "count_end_to_end_latency_ms": 0,
+    }
+    spark_row = {  # window_sums: epoch microseconds, long sums, NULL sum over no latency
+        **exact,
+        "window_start_us": start_us,
+        "last_trade_us": start_us + 41_123_456,
+        "sum_exchange_latency_ms": sum(exchange),
+        "sum_source_latency_ms": sum(source),
+        "sum_end_to_end_latency_ms": None,
+    }
+    plus2 = timezone(timedelta(hours=2))
+    pg_row = {  # metric_sums: timestamptz, numeric sums, coalesce(sum, 0)
+        **exact,
+        "window_start": start.astimezone(plus2),
+        "last_trade_time": last.astimezone(plus2),
+        "sum_exchange_latency_ms": Decimal(sum(exchange)),
+        "sum_source_latency_ms": Decimal(sum(source)),
+        "sum_end_to_end_latency_ms": Decimal(0),
+        "lake": "/lake/gold",
+        "change_seq": 42,
+        "new_trades": 3,
+    }
+    sums = as_window_sums(pg_row)
+    assert (sums["window_start_us"], sums["last_trade_us"]) == (start_us, start_us + 41_123_456)
+    assert "window_start_us" not in pg_row  # a copy: the fetched row is left as it was
+    got, want = finish(sums), finish(spark_row)
+    assert got == want
+    assert got["window_start"] == start and got["window_end"] == start + timedelta(minutes=1)
+    assert got["last_trade_time"] == last and got["window_date"] == start.date()
+    assert got["avg_source_latency_ms"] == Decimal("20.333333333333")
+    assert got["avg_end_to_end_latency_ms"] is None  # no trade had one: not 0 / 0 = 0
+
+
 def test_compare_reports_differences():
     t0 = 1_700_000_000_000
     rows = expected_metrics([_trade(1, "1.00000000", "1.00000000", t0, True)], 5)
@@ -162,24 +242,3 @@ def test_compare_reports_differences():
     assert len(problems) == 1 and "vwap" in problems[0]
     missing = tuple(rows[1][k] for k in ("symbol", "window_start", "window_end"))
     assert compare_metrics(rows, rows[:1]) == [f"missing window {missing}"]
-
-
-def test_scope_covers_touched_windows_and_nothing_else():
-    minute, sec = 60_000_000, 1_000_000
-    touched = {("AAA", 5, 10 * sec), ("AAA", 60, 0), ("BBB", 5, 5 * minute)}
-    scope = Scope.of(touched)
-    assert scope.symbols == ("AAA", "BBB")
-    assert scope.ranges == ((0, minute), (5 * minute, 5 * minute + 5 * sec))
-    assert scope.contains("AAA", 55 * sec, minute)
-    assert scope.contains("BBB", 0, 5 * sec)  # windows of every scoped symbol are rewritten
-    assert not scope.contains("AAA", 58 * sec, 65 * sec)  # straddles the range's end
-    assert not scope.contains("CCC", 0, 5 * sec)
-    assert not scope.contains("AAA", 5 * minute + 5 * sec, 5 * minute + 10 * sec)
-    predicate = scope.gold_predicate((5, 60))
-    assert predicate.startswith(
-        "window_date IN (DATE'1970-01-01') AND symbol IN ('AAA', 'BBB') "
-        "AND window_seconds IN (5, 60) AND "
-    )
-    assert "window_end <= timestamp_micros(60000000)" in predicate
-    many = {("AAA", 5, i * minute) for i in range(MAX_RANGES + 1)}
-    assert Scope.of(many).ranges == ((0, MAX_RANGES * minute + 5 * sec),)
