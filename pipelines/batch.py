@@ -133,6 +133,10 @@ class PipelineBatch:
         spark = evaluated.sparkSession
         before = self._silver_before(spark, batch_id)
         app = self._ledger.app(spark)
+        if self._high_water_us is None:  # before this batch's fold moves it
+            self._high_water_us = newest_folded_trade_us(
+                pipeline_dsn(self.settings), self.settings.table_path("gold")
+            )
         steps.mark("ledger")
         evaluated = evaluated.persist()
         bronze: Future | None = None
@@ -214,10 +218,6 @@ class PipelineBatch:
     def _late(self, trades: pa.Table) -> int:
         """New trades older than the watermark (newest trade time of the earlier batches
         minus ``watermark_seconds``): counted, and folded into their windows like any."""
-        if self._high_water_us is None:
-            self._high_water_us = newest_folded_trade_us(
-                pipeline_dsn(self.settings), self.settings.table_path("gold")
-            )
         if not trades.num_rows:
             return 0
         times = pc.cast(trades.column("trade_time"), pa.int64())

@@ -267,13 +267,6 @@ def _behind_own_newest(trades: list[dict], watermark_s: int) -> int:
     return sum(t["T"] < newest - watermark_s * 1000 for t in trades)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pipelines/batch.py PipelineBatch._late reads the high water mark from metric_sums "
-    "lazily, after serve_batch committed the batch's own fold: the first batch after every "
-    "start measures lateness against its own newest trade",
-)
 def test_late_counts_only_trades_behind_the_earlier_batches(backfill):
     """``late`` = trades older than (newest trade time of the earlier batches - watermark):
     none in the first drain (a fresh lake has no earlier batch), and in the second drain only

@@ -41,11 +41,7 @@ def _run_until(spark, s: Settings, done, what: str, timeout: float = 180):
 
 
 def _drain(spark, s: Settings):
-    query = job.start(spark, s, available_now=True)
-    query.awaitTermination(180)
-    assert query.exception() is None, query.exception()
-    job.stop(query)
-    return query
+    return job.drain(spark, s)
 
 
 def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings, unique, tmp_path):
@@ -123,11 +119,9 @@ def test_replayed_batch_after_a_crash_is_identical(
     from datetime import datetime
 
     from expectations.rules import trade_rules, unique_key_rule
-    from pipelines.bronze.job import ensure_bronze_table
+    from pipelines import batch as pipeline_batch
     from pipelines.bronze.transform import BRONZE_SCHEMA
     from pipelines.ledger import find_committed_batch
-    from pipelines.silver import batch as silver_batch
-    from pipelines.silver.tables import ensure_tables
     from pipelines.silver.transform import parse_frames
     from pipelines.silver.validate import apply_rules
 
@@ -138,23 +132,24 @@ def test_replayed_batch_after_a_crash_is_identical(
          None, None)
         for i, t in enumerate(payloads + payloads[:3])
     ]  # fmt: skip
-    ensure_bronze_table(spark, s.table_path("bronze"))
-    ensure_tables(spark, s.table_path("silver"), s.table_path("quarantine"))
+    job.ensure_lake(spark, s)
     rules, unique_rule = trade_rules(s), unique_key_rule(s)
     batch_time = datetime.now(UTC).replace(microsecond=0)  # the offset log's batch timestamp
     batch = apply_rules(parse_frames(spark.createDataFrame(rows, BRONZE_SCHEMA), batch_time), rules)
 
     def handler():
-        return silver_batch.SilverBatch(s, rules, unique_rule, lambda _: f"app-{unique}")
+        return pipeline_batch.PipelineBatch(
+            s, rules, unique_rule, lambda _: f"app-{unique}", job.QUERY
+        )
 
     def crash(*args, **kwargs):
         raise RuntimeError("crash")
 
     with monkeypatch.context() as m:
         if crash_at == "advance":
-            m.setattr(silver_batch.KeyIndex, "advance", crash)
+            m.setattr(pipeline_batch.KeyIndex, "advance", crash)
         else:
-            m.setattr(silver_batch, crash_at, crash)
+            m.setattr(pipeline_batch, crash_at, crash)
         with pytest.raises(RuntimeError, match="crash"):
             handler()(batch, 7)
     assert pg_trades(s, s.symbols) == expected(payloads)  # Postgres is written first
@@ -166,7 +161,16 @@ def test_replayed_batch_after_a_crash_is_identical(
     replay(batch, 7)
     assert replay.stats.output_rows == 40 and replay.stats.quarantined == 3
     assert silver.count() == 40 and quarantine.count() == 3  # nothing written twice
+    assert spark.read.format("delta").load(s.table_path("bronze")).count() == 43
     assert pg_trades(s, s.symbols) == expected(payloads)
+    # The folded windows count every trade once (the ledger skipped the replay's fold).
+    counted = pg_rows(
+        s,
+        "SELECT sum(trade_count) FROM metrics WHERE symbol = ANY(%s) "
+        "AND window_end - window_start = make_interval(secs => %s)",
+        (s.symbols, s.window_seconds),
+    )
+    assert counted == [(40,)]
     spark_times = pg_rows(s, "SELECT DISTINCT spark_time FROM raw_trades WHERE symbol = ANY(%s)",
                           (s.symbols,))  # fmt: skip
     delta_times = {r[0] for r in silver.select("spark_time").distinct().collect()}
@@ -183,3 +187,113 @@ def test_replayed_batch_after_a_crash_is_identical(
     assert find_committed_batch(spark, s.table_path("quarantine"), f"app-{unique}", 8) is not None
     handler()(batch, 8)
     assert silver.count() == 40 and quarantine.count() == 3 + 43
+
+
+@pytest.mark.parametrize("kill_at", ["after-postgres", "after-delta"])
+def test_process_killed_inside_a_batch_loses_and_repeats_nothing(
+    spark, settings, unique, tmp_path, kill_at
+):
+    """SIGKILL of the pipeline's process between a batch's PostgreSQL commit and its Delta
+    commits, or after its Delta commits but before Spark's commit log: after a restart no
+    window is counted twice and no trade is lost, in PostgreSQL and in Delta."""
+    import subprocess
+    import sys
+
+    from tests.metrics_oracle import compare_metrics, expected_metrics
+    from tests.pipeline_helpers import env_for
+
+    s = isolated(settings, unique, tmp_path)
+    first = trades(120, s.symbols)
+    produce_trades(s, first)
+    log = tmp_path / "killed.log"
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.crash_run", kill_at, "0"],
+            env=env_for(s), stdout=out, stderr=subprocess.STDOUT, timeout=300,
+        )  # fmt: skip
+    assert proc.returncode == -9, log.read_text()[-3000:]
+    landed = pg_trades(s, s.symbols)
+    assert landed == expected(first)  # PostgreSQL committed before the kill
+    silver = spark.read.format("delta").load(s.table_path("silver"))
+    assert silver.count() == (120 if kill_at == "after-delta" else 0)
+
+    # After the kill: repeats of old trades, new trades, and a restart on the checkpoint.
+    more = trades(180, s.symbols)[120:]
+    produce_trades(s, first[:10] + more)
+    _drain(spark, s)
+    everything = first + more
+    assert pg_trades(s, s.symbols) == expected(everything)
+    assert silver.count() == silver.select("symbol", "trade_id").distinct().count() == 180
+    bronze = spark.read.format("delta").load(s.table_path("bronze"))
+    assert bronze.count() == bronze.select("partition", "offset").distinct().count() == 190
+    quarantine = spark.read.format("delta").load(s.table_path("quarantine"))
+    assert quarantine.count() == 10
+    assert compare_metrics(expected_metrics(everything, s.window_seconds), pg_metrics(s)) == []
+    gold = [r.asDict() for r in spark.read.format("delta").load(s.table_path("gold")).collect()]
+    assert compare_metrics(expected_metrics(everything, s.window_seconds), gold) == []
+    applied = pg_rows(
+        s,
+        "SELECT batch_id, count(*) FROM applied_batches WHERE query_id = %s GROUP BY 1",
+        (_query_id(s),),
+    )
+    assert (0, 1) in applied and all(n == 1 for _, n in applied)
+
+
+def pg_metrics(s: Settings) -> list[dict]:
+    from pipelines.gold.transform import METRIC_COLUMNS
+
+    rows = pg_rows(
+        s, f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE symbol = ANY(%s)", (s.symbols,)
+    )
+    return [dict(zip(METRIC_COLUMNS, r, strict=True)) for r in rows]
+
+
+def _query_id(s: Settings) -> str:
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(s.checkpoint_path(job.QUERY), "metadata").read_text())["id"]
+
+
+def test_readers_never_see_a_window_without_its_trades(spark, settings, unique, tmp_path):
+    """Read raw_trades and metrics in one snapshot while batches land: every window's
+    trade_count equals the count of its trades in raw_trades."""
+    import threading
+
+    s = isolated(settings, unique, tmp_path)
+    payloads = trades(600, s.symbols)
+    consistent = """
+        SELECT m.symbol, m.window_start, m.window_end, m.trade_count,
+               (SELECT count(*) FROM raw_trades r WHERE r.symbol = m.symbol
+                  AND r.trade_time >= m.window_start AND r.trade_time < m.window_end)
+        FROM metrics m WHERE m.symbol = ANY(%s)"""
+    seen: list[tuple[int, int]] = []  # (windows read, trades in raw_trades) per snapshot
+    stop = threading.Event()
+
+    def produce_in_waves():
+        for i in range(0, len(payloads), 50):
+            produce_trades(s, payloads[i : i + 50])
+            if stop.wait(1.0):
+                return
+
+    producer = threading.Thread(target=produce_in_waves)
+    query = job.start(spark, s)
+    producer.start()
+    try:
+
+        def all_landed():
+            assert query.exception() is None, query.exception()
+            rows = pg_rows(s, consistent, (s.symbols,))  # one statement: one snapshot
+            wrong = [r for r in rows if r[3] != r[4]]
+            assert not wrong, f"windows whose count differs from raw_trades: {wrong[:5]}"
+            short = [r for r in rows if (r[2] - r[1]).total_seconds() == s.window_seconds]
+            seen.append((len(rows), sum(r[3] for r in short)))
+            return seen[-1][1] == len(payloads)
+
+        wait_until(all_landed, 240, 0.1, "every trade in metrics")
+    finally:
+        stop.set()
+        producer.join()
+        job.stop(query)
+    partial = {n for _, n in seen if 0 < n < len(payloads)}
+    assert partial, f"no read saw the pipeline between two batches: {seen}"

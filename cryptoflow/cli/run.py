@@ -8,7 +8,7 @@ import signal
 import time
 
 from cryptoflow.config import Settings
-from cryptoflow.errors import first_line
+from cryptoflow.errors import ConfigError, first_line
 
 log = logging.getLogger("cryptoflow.run")
 
@@ -31,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "stages",
         nargs="*",
-        choices=("all", "trades"),
         metavar="STAGE",
         help="all (the default) or trades: the one query there is (kept for scripts)",
     )
@@ -64,20 +63,26 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import job
     from pipelines.progress import BatchLogger, status_line
 
+    unknown = sorted(set(args.stages) - {"all", job.QUERY})
+    if unknown:
+        raise ConfigError(
+            f"unknown stage(s) {', '.join(unknown)}: the pipeline is one query now; run "
+            "`cryptoflow run` (bronze, silver and gold are written by every micro-batch)"
+        )
     spark = get_spark(settings, "cryptoflow-run")
     stop = _StopRequest()  # after the SparkContext, whose SIGINT handler cancels every job
     spark.streams.addListener(BatchLogger())
     query = None
     try:
-        query = job.start(spark, settings, available_now=args.available_now)
         if args.available_now:
-            while query.isActive and not stop.requested:
-                time.sleep(0.5)
-            if query.exception() is not None:
-                log.error("%s failed: %s", job.QUERY, first_line(query.exception()))
+            try:
+                drained = job.drain(spark, settings, lambda: stop.requested)
+            except Exception as e:  # noqa: BLE001 - the command's one line on failure
+                log.error("%s failed: %s", job.QUERY, first_line(e))
                 return 1
-            log.info("%s drained: %s", job.QUERY, status_line([query]))
+            log.info("%s drained: %s", job.QUERY, status_line([drained]))
             return 0
+        query = job.start(spark, settings)
 
         def restart(q):
             q.gold.stop(final=False)
@@ -101,14 +106,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         log.info("stopped")
 
 
-#: Spark 4.1.1's Kafka source fails the first batch after a restart from an uncommitted batch
-#: with this NPE in ``KafkaMicroBatchStream.metrics`` (SPARK-55271); starting again works.
-SPARK_55271 = 'because the return value of "scala.Option.get()" is null'
-
-
 def _watch(queries, interval: float, status_line, stop: _StopRequest, restart) -> int:
     """Print a status line every ``interval`` seconds until a query fails or a stop is asked.
     A query hit by SPARK-55271 before its first batch is restarted (``restart(query)``)."""
+    from pipelines.job import hit_spark_55271  # Spark's imports only for commands using it
+
     next_status = time.monotonic() + interval
     while not stop.requested:
         for i, q in enumerate(queries):
@@ -116,7 +118,7 @@ def _watch(queries, interval: float, status_line, stop: _StopRequest, restart) -
                 err = q.exception()
                 if err is not None:
                     first = first_line(err)
-                    if SPARK_55271 in first and not q.recentProgress:
+                    if hit_spark_55271(q):
                         log.warning("%s hit SPARK-55271 on its first batch: restarting", q.name)
                         queries[i] = restart(q)
                         continue
