@@ -4,7 +4,10 @@ librdkafka's own queue is the bounded buffer (``producer_buffer_messages``). Mes
 time out (``message.timeout.ms=0``), so while the broker is down frames wait and are retried;
 when the queue is full ``produce`` raises ``BufferError`` and the caller waits (the WebSocket
 reader stops reading) until deliveries free space. A failed delivery is produced again, so a
-frame that entered the producer is either delivered or still buffered.
+frame that entered the producer is either delivered or still buffered. The delivery callback
+only sets a failed frame aside (its slot in the queue is freed once the callback returns, so
+waiting for room inside it would never end with a full queue); every poll produces the set-aside
+frames again as far as there is room.
 
 Hot path: only failed deliveries call back into Python (``delivery.report.only.error``), so
 ``delivered = produced - buffered - failed``; the delivery lag comes from librdkafka's own
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -27,6 +31,8 @@ from ingestion.status import IngestStats
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+#: A frame whose delivery failed: (topic, key, value, timestamp_ms, headers).
+Failed = tuple[str, bytes | None, bytes | None, int, Headers]
 COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
 
 
@@ -65,6 +71,7 @@ class FrameProducer:
         # polling thread, one for the blocking (backfill / CSV) thread, so neither races
         self.produced = 0
         self.produced_blocking = 0
+        self._failed: deque[Failed] = deque()  # failed deliveries, to be produced again
         self._producer = Producer(
             {
                 **producer_config(settings),
@@ -105,20 +112,23 @@ class FrameProducer:
                 err.str(),
                 self.stats.delivery_errors,
             )
-        headers = msg.headers() or []
-        ts_type, ts = msg.timestamp()
-        self._produce_retrying(msg.topic(), msg.key(), msg.value(), ts, headers)
+        _, ts = msg.timestamp()
+        # never produce here: this message holds its queue slot until the callback returns
+        self._failed.append((msg.topic(), msg.key(), msg.value(), ts, msg.headers() or []))
 
-    def _produce_retrying(self, topic, key, value, ts, headers) -> None:
-        while not self.fatal:
+    def _produce_failed(self) -> None:
+        """Produce set-aside failed deliveries again, as many as the queue has room for."""
+        while self._failed and not self.fatal:
+            topic, key, value, ts, headers = self._failed[0]
             try:
                 self._producer.produce(topic, value, key, timestamp=ts, headers=headers)
-                self.produced += 1
-                return
             except BufferError:
-                self._producer.poll(0.05)
+                return
             except KafkaException as e:  # e.g. the topic was deleted under us
                 self.fatal = f"cannot produce to {topic}: {e.args[0].str()}"
+                return
+            self._failed.popleft()
+            self.produced += 1
 
     # ----- producing
     def try_produce(
@@ -144,6 +154,7 @@ class FrameProducer:
         while not self.try_produce(topic, key, value, timestamp_ms, headers):
             self.check()
             self._producer.poll(0)
+            self._produce_failed()
             await asyncio.sleep(0.02)
 
     def produce_blocking(
@@ -173,12 +184,14 @@ class FrameProducer:
             self.check()
             if serve_reports:
                 self._producer.poll(0.05)
+                self._produce_failed()
             else:
                 time.sleep(0.05)
 
     def poll(self, timeout: float = 0) -> None:
         """Serve delivery reports, update ``stats.delivered``; raise on a fatal error."""
         self._producer.poll(timeout)
+        self._produce_failed()
         self._count_delivered()
         self.check()
 
@@ -192,16 +205,19 @@ class FrameProducer:
 
     @property
     def buffered(self) -> int:
-        return len(self._producer)
+        """Frames not delivered yet: in librdkafka's queue or set aside after a failure."""
+        return len(self._producer) + len(self._failed)
 
     def flush(self, timeout: float) -> int:
         """Deliver what is buffered; returns how many frames are still undelivered."""
         deadline = time.monotonic() + timeout
-        while len(self._producer) and time.monotonic() < deadline:
+        while self.buffered and time.monotonic() < deadline:
             self._producer.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
+            self._produce_failed()
         self._producer.poll(0)
+        self._produce_failed()
         self._count_delivered()
-        left = len(self._producer)
+        left = self.buffered
         if left:
             log.warning("flush timed out: %d frames undelivered (restart resumes from Kafka)", left)
         return left

@@ -1,5 +1,6 @@
-"""Unit tests of ingestion's pure parts: frame classification, gaps, CSV lines, limiters, and
-the connection watchdog (against an in-memory fake socket)."""
+"""Unit tests of ingestion's pure parts: frame classification, gaps, CSV lines, limiters, the
+connection watchdog (against an in-memory fake socket) and the producer's handling of a failed
+delivery (against a broker that does not exist)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import contextlib
 import json
 import random
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from confluent_kafka import KafkaError
 from websockets.exceptions import ConnectionClosedError
 
 from cryptoflow.config import Settings
@@ -18,8 +21,10 @@ from ingestion.connection import SendLimiter, Supervisor, backoff_delays, combin
 from ingestion.csv_replay import parse_line, symbol_of, to_millis
 from ingestion.frames import UNKNOWN_KEY, Frame, classify, rest_trade_frame, trade_frame
 from ingestion.gaps import Gap, GapTracker
+from ingestion.producer import FrameProducer
 from ingestion.rest import WeightBudget
 from ingestion.status import IngestStats
+from tests.conftest import free_port
 
 GOOD = (
     b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1700000000123,"s":"BTCUSDT",'
@@ -271,3 +276,63 @@ def test_watchdog_still_closes_a_silent_socket():
     assert handled and handled[0] >= 1.5
     assert len(closed) >= 2 and stats.reconnects >= 1  # the silent socket was replaced
     assert closed[0] is not None and closed[0] >= handled[0] + 1.0  # waited 1 s after handling
+
+
+class FailedDelivery:
+    """What ``FrameProducer._on_delivery`` reads of a failed message."""
+
+    def topic(self) -> str:
+        return "trades"
+
+    def key(self) -> bytes:
+        return b"BTCUSDT"
+
+    def value(self) -> bytes:
+        return GOOD
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("source", b"live")]
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1700000000123
+
+
+TIMED_OUT = KafkaError(KafkaError._MSG_TIMED_OUT)
+
+
+@contextlib.contextmanager
+def offline_producer(buffer: int) -> Iterator[FrameProducer]:
+    """A producer whose broker does not exist, so whatever it accepts stays queued."""
+    settings = Settings().replace(kafka_port=free_port(), producer_buffer_messages=buffer)
+    p = FrameProducer(settings, IngestStats())
+    try:
+        yield p
+    finally:
+        p.fatal = "test over"  # ends a callback still waiting for room (the old behaviour)
+        p._producer.purge()
+        p._producer.poll(0)
+
+
+def test_failed_delivery_with_a_full_buffer_does_not_block_the_callback():
+    """Re-producing inside the callback waited for a slot the failed frame itself holds until
+    the callback returns: with a full buffer, the poll (the event loop) never came back."""
+    with offline_producer(buffer=1) as p:
+        assert p.try_produce("trades", b"ETHUSDT", GOOD, 1, [])  # the buffer is full
+        callback = threading.Thread(
+            target=p._on_delivery, args=(TIMED_OUT, FailedDelivery()), daemon=True
+        )
+        callback.start()
+        callback.join(5)
+        assert not callback.is_alive()
+        assert p.stats.delivery_errors == 1
+        p.poll(0)  # still no room: the failed frame waits, counted as buffered, not lost
+        assert p.buffered == 2
+
+
+def test_failed_delivery_is_produced_again_once_there_is_room():
+    with offline_producer(buffer=2) as p:
+        assert p.try_produce("trades", b"ETHUSDT", GOOD, 1, [])
+        p._on_delivery(TIMED_OUT, FailedDelivery())
+        p.poll(0)
+        assert len(p._producer) == 2 and p.buffered == 2  # back in librdkafka's queue
+        assert p.produced == 2
