@@ -79,13 +79,14 @@ class Settings:
     spark_driver_memory: str = _env("Spark driver heap", "1g")
     lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
     checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
-    # --- Bronze / silver streaming jobs (pipelines/bronze, pipelines/silver, `cryptoflow run`)
+    # --- The pipeline's streaming query (pipelines/job.py, `cryptoflow run`, `cryptoflow up`)
     starting_offsets: str = _env(
-        "Where bronze starts on a fresh checkpoint: earliest, latest or Spark's JSON offsets",
+        "Where the pipeline's query starts on a fresh checkpoint: earliest, latest or Spark's "
+        "JSON offsets",
         "earliest",
     )
     fail_on_data_loss: bool = _env(
-        "Stop bronze when Kafka deleted offsets it has not read yet (retention) instead of "
+        "Stop the pipeline when Kafka deleted offsets it has not read yet (retention) instead of "
         "silently skipping them",
         True,
     )

@@ -40,9 +40,10 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         ),
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
-        # Compiled query code is cached by its source. Three streaming jobs plus Delta's
-        # own queries use more than the default 100 classes, so each batch evicted and
-        # recompiled code the next one needed (half of all compilations at the live rate).
+        # Compiled query code is cached by its source. The streaming jobs of the former
+        # three-query design plus Delta's own queries used more than the default 100
+        # classes, so each batch evicted and recompiled code the next one needed (half of
+        # all compilations at the live rate).
         "spark.sql.codegen.cache.maxEntries": "1000",
         "spark.sql.warehouse.dir": str((s.data_dir / "spark-warehouse").resolve()),
         # The parallel collector: on two shared cores G1's concurrent marking and write

@@ -14,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "List the streaming checkpoints under CRYPTOFLOW_CHECKPOINT_ROOT: the query id, "
             "the newest planned and committed micro-batch, when it committed, and the source "
-            "position of the newest batch (Kafka offsets per partition for bronze, Delta "
-            "version/index for silver and gold), with the job/source/sink the checkpoint "
-            "belongs to. Reads the files only: no Spark, works while the jobs run."
+            "position of the newest batch (Kafka offsets per partition for the pipeline's "
+            "query, Delta version/index for a rebuild from bronze), with the job/source/sink "
+            "the checkpoint belongs to. Reads the files only: no Spark, works while the jobs run."
         ),
     )
     p.add_argument(

@@ -12,12 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "replay",
         help="rebuild silver from bronze (or gold from silver) and re-mirror to PostgreSQL",
         description=(
-            "Rebuild a stage with its own job code and a fresh checkpoint, in place: the "
-            "live checkpoint moves to <checkpoint>.replaced-<time>, the rows to recompute "
+            "Rebuild in place with the pipeline's own code. silver: the rows to recompute "
             "are deleted (earlier versions stay reachable by time travel and RESTORE), the "
-            "job runs until it has caught up with its source, and PostgreSQL is made equal "
-            "to the rebuilt table. Stop the stage's job first; it later resumes from the "
-            "rebuilt checkpoint. Without --from-* everything is rebuilt."
+            "pipeline's batch function runs over bronze (without its bronze write) until it "
+            "has caught up, PostgreSQL raw_trades and quarantine are made equal to the "
+            "rebuilt tables, and gold is rebuilt too. gold: the window sums are recomputed "
+            "from silver and replace metric_sums, metrics and Delta gold. Stop the pipeline "
+            "first; its query's checkpoint is left alone and it resumes where it stopped. "
+            "Without --from-* everything is rebuilt."
         ),
     )
     p.add_argument("stage", choices=("silver", "gold"), help="the stage to rebuild")

@@ -1,4 +1,4 @@
-"""``cryptoflow up``: the main job — services, ingestion and the three streaming jobs."""
+"""``cryptoflow up``: the main job — services, ingestion and the pipeline's streaming query."""
 
 from __future__ import annotations
 

@@ -63,8 +63,8 @@ METRIC_COLUMNS = (
     "avg_end_to_end_latency_ms",
 )
 
-#: Delta gold: the metrics columns, then window length, the newest trade in the window (the
-#: job's watermark resumes from it) and the partition column.
+#: Delta gold: the metrics columns, then window length, the newest trade in the window and
+#: the partition column.
 GOLD_SCHEMA = T.StructType(
     [
         T.StructField("symbol", T.StringType(), False),

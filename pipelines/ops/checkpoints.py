@@ -169,7 +169,7 @@ def read_checkpoint(job: str, checkpoint: str) -> CheckpointInfo:
 
 
 def list_checkpoints(settings: Settings) -> list[CheckpointInfo]:
-    """The three jobs' checkpoints, then any other query checkpoint under the root."""
+    """The pipeline's checkpoints (``JOBS``), then any other query checkpoint under the root."""
     names = list(JOBS)
     root = local_path(settings.checkpoints)
     if root is not None and root.is_dir():

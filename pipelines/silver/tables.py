@@ -1,4 +1,5 @@
-"""Delta tables of the silver job: schemas, creation, and the reads deduplication needs.
+"""Silver's Delta tables: schemas, creation, the reads deduplication needs, and the
+PostgreSQL tables they are served to.
 
 Every silver commit names its query and batch (``pipelines.ledger``): a replayed batch finds
 out that it already committed and which table version preceded it, so it classifies
