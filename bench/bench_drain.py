@@ -1,82 +1,61 @@
-"""Benchmark: drain pre-produced trades through bronze -> silver -> gold -> Postgres.
+"""Benchmark: drain pre-produced trades through the project's pipeline and the naive one.
 
 Produces ``--trades`` trade frames (combined-stream shape, three symbols, ids consecutive) into
-the raw topic of a private stack, then starts ``cryptoflow up --no-ingest`` and waits until
-Postgres ``raw_trades`` holds every trade and the short-window ``metrics`` rows count them all.
-Reports trades/s over the whole drain (Spark start-up included) and between the first and the
-last Postgres commit of raw_trades: the trades committed after the first commit divided by
-the time between the two (the first commit's trades were processed before the span began).
-For that span it also reports the CPU each part of the stack used, per trade: on N cores a
-rate R leaves at most N / R CPU seconds per trade for everything together.
+the raw topic of a private stack once, then drains them twice, one pipeline after the other,
+each reading the topic from the earliest offset with its own checkpoint:
+
+* the project: ``cryptoflow up --no-ingest`` (its one streaming query, ``trades``), until
+  PostgreSQL ``raw_trades`` holds every trade and the short-window ``metrics`` rows count
+  them all;
+* the naive pipeline (``naive_pipeline.drain_naive``: one Kafka -> ``from_json`` -> JDBC
+  append query, no Delta, no validation, no deduplication) into its own table.
+
+``--naive-first`` reverses the order (alternate it between runs: the second drain finds the
+topic in the page cache). For each it reports trades/s over the whole drain (Spark start-up
+included) and between the first and the last PostgreSQL commit into its table: the trades
+committed after the first commit divided by the time between the two (the first commit's
+trades were processed before the span began); the CPU each part of the stack used over that
+span, per trade (on N cores a rate R leaves at most N / R CPU seconds per trade for
+everything together); the peak memory of the stack. Then the ratios project / naive.
 
     .venv/bin/python bench/bench_drain.py --trades 1000000
+    .venv/bin/python bench/bench_drain.py --trades 1000000 --naive-first
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import time
 
-from confluent_kafka import Producer
+from naive_pipeline import drain_naive
+from naive_pipeline import report as naive_report
 from stack import (
+    StackSampler,
     commit_span_sql,
     cpu_per_trade,
     cpu_report,
     private_stack,
+    produce,
     running_up,
     save,
 )
 
-LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
+from cryptoflow.config import Settings
+
+#: What marks the pipeline's line per batch in ``cryptoflow up``'s log (``pipelines.batch``).
+_BATCH = " pipelines.batch trades batch="
 
 
-def produce(s, n: int, seed: int = 1) -> None:
-    """``n`` trades spread at 1,000 trades/s of trade time ending now."""
-    rng = random.Random(seed)
-    producer = Producer({
-        "bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True, "acks": "all",
-        "linger.ms": 50, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
-    })  # fmt: skip
-    price = dict(LEVELS)
-    next_id = dict.fromkeys(LEVELS, 1)
-    t0 = int(time.time() * 1000) - n  # one trade per ms
-    symbols = list(LEVELS)
-    for i in range(n):
-        sym = symbols[i % 3]
-        price[sym] *= 1 + rng.gauss(0, 0.00005)
-        trade = {"e": "trade", "E": t0 + i + 2, "s": sym, "t": next_id[sym],
-                 "p": f"{price[sym]:.2f}", "q": f"{rng.lognormvariate(-4, 1.2):.5f}",
-                 "T": t0 + i, "m": rng.random() < 0.5, "M": True}  # fmt: skip
-        next_id[sym] += 1
-        value = json.dumps({"stream": f"{sym.lower()}@trade", "data": trade}).encode()
-        while True:
-            try:
-                producer.produce(s.kafka_topic, value, sym.encode(), timestamp=t0 + i + 80,
-                                 headers=[("source", b"simulator")])  # fmt: skip
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(120):
-        raise SystemExit("bench: not every trade reached Kafka")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--trades", type=int, default=1_000_000)
-    ap.add_argument("--timeout", type=float, default=3600.0)
-    args = ap.parse_args()
-    with private_stack() as s:
-        t = time.monotonic()
-        produce(s, args.trades)
-        print(f"bench: produced {args.trades} trades in {time.monotonic() - t:.1f}s", flush=True)
-        started = time.monotonic()
-        with running_up(s, "--no-ingest", "--status-every", "10") as run:
-            up, log, conn = run.proc, run.log, run.conn
+def drain_project(s: Settings, trades: int, timeout: float) -> dict:
+    """Drain the ``trades`` in the topic with ``cryptoflow up --no-ingest``; its figures."""
+    started = time.monotonic()
+    started_epoch = time.time()
+    with running_up(s, "--no-ingest", "--status-every", "10") as run:
+        up, log, conn = run.proc, run.log, run.conn
+        pipeline = StackSampler(lambda: {up.pid})  # up's Python and its Spark JVM alone
+        pipeline.start()
+        try:
             while True:
                 with conn.cursor() as cur:
                     cur.execute("SELECT count(*) FROM raw_trades")
@@ -87,43 +66,135 @@ def main() -> None:
                         (s.window_seconds,),
                     )
                     counted = int(cur.fetchone()[0])
-                if landed >= args.trades and counted >= args.trades:
+                if landed >= trades and counted >= trades:
                     break
-                if up.poll() is not None or time.monotonic() - started > args.timeout:
-                    raise SystemExit(f"bench: stopped at {landed} trades; see {log}")
+                if up.poll() is not None or time.monotonic() - started > timeout:
+                    tail = "".join(log.read_text(errors="replace").splitlines(True)[-30:])
+                    raise SystemExit(
+                        f"bench: the project stopped at {landed} trades ({counted} counted in "
+                        f"metrics); see {log}:\n{tail}"
+                    )
                 time.sleep(2)
             total = time.monotonic() - started
             with conn.cursor() as cur:
                 cur.execute(commit_span_sql("raw_trades"))
                 first, last, after, commits = cur.fetchone()
-                commit_span, after_first = float(last - first), int(after or 0)
+        finally:
+            pipeline.stop()
+    span, after_first = float(last - first), int(after or 0)
     cpu = run.sampler.cpu_between(float(first), float(last))
-    cpu_us, per_trade = cpu_per_trade(cpu, after_first)
-    result = {
-        "trades": args.trades,
+    cpu_us, _ = cpu_per_trade(cpu, after_first)
+    batches = [line for line in log.read_text(errors="replace").splitlines() if _BATCH in line]
+    return {
+        "pipeline": "project",
+        "max_offsets_per_trigger": s.max_offsets_per_trigger,
+        "trades": trades,
         "seconds_total": total,
-        "trades_per_s_total": args.trades / total,
-        "raw_trades_commits": commits,
-        "seconds_first_to_last_commit": commit_span,
+        "trades_per_s_total": trades / total,
+        "seconds_to_first_commit": float(first) - started_epoch,
+        "commits": commits,
+        "seconds_first_to_last_commit": span,
         "trades_after_first_commit": after_first,
-        "trades_per_s_steady": after_first / commit_span if commit_span else None,
+        "trades_per_s_steady": after_first / span if span else None,
         "peak_rss_mb": run.sampler.peak_kb / 1024,
+        "peak_rss_mb_pipeline": pipeline.peak_kb / 1024,
         "cpu_seconds_steady": cpu,
         "cpu_us_per_trade_steady": cpu_us,
         "cpu_us_per_trade_budget": os.cpu_count() / 20_000 * 1e6,  # the 20,000 trades/s target
+        "log": str(log),
+        "batch_log": batches,  # the query's line per batch (steps_ms: where the time went)
     }
-    print(
-        f"drained {args.trades} trades in {total:.0f}s: {result['trades_per_s_total']:.0f} "
-        f"trades/s including Spark start-up; {result['trades_per_s_steady'] or 0:.0f} trades/s "
-        f"between the first and the last of {commits} raw_trades commits ({after_first} trades "
-        f"in {commit_span:.1f}s); peak memory {result['peak_rss_mb']:.0f} MB"
-    )
-    if commit_span:
-        print(
-            f"CPU between those commits: {cpu_report(cpu, commit_span)}; µs per trade: "
-            f"{per_trade} (20,000 trades/s on "
-            f"{os.cpu_count()} cores allows {result['cpu_us_per_trade_budget']:.0f})"
+
+
+def project_report(r: dict) -> str:
+    lines = [
+        f"project drained {r['trades']} trades in {r['seconds_total']:.0f}s: "
+        f"{r['trades_per_s_total']:.0f} trades/s including Spark start-up (first commit after "
+        f"{r['seconds_to_first_commit']:.1f}s); {r['trades_per_s_steady'] or 0:.0f} trades/s "
+        f"between the first and the last of {r['commits']} raw_trades commits "
+        f"({r['trades_after_first_commit']} trades in {r['seconds_first_to_last_commit']:.1f}s); "
+        f"peak memory {r['peak_rss_mb']:.0f} MB (pipeline {r['peak_rss_mb_pipeline']:.0f} MB, "
+        f"the rest Kafka and PostgreSQL)"
+    ]
+    if r["cpu_seconds_steady"]:  # a span of two samples at least
+        _, per_trade = cpu_per_trade(r["cpu_seconds_steady"], r["trades_after_first_commit"])
+        lines.append(
+            f"CPU between those commits: "
+            f"{cpu_report(r['cpu_seconds_steady'], r['seconds_first_to_last_commit'])}; "
+            f"µs per trade: {per_trade} (20,000 trades/s on {os.cpu_count()} cores allows "
+            f"{r['cpu_us_per_trade_budget']:.0f})"
         )
+    lines += [f"  batch={line.split(_BATCH, 1)[1]}" for line in r["batch_log"]]
+    return "\n".join(lines)
+
+
+def ratios(project: dict, naive: dict) -> dict[str, float | None]:
+    """project / naive of each figure (above 1: the project's is larger)."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    cpu = [sum(r["cpu_us_per_trade_steady"].values()) or None for r in (project, naive)]
+    return {
+        "trades_per_s_total": ratio(project["trades_per_s_total"], naive["trades_per_s_total"]),
+        "trades_per_s_steady": ratio(project["trades_per_s_steady"], naive["trades_per_s_steady"]),
+        "cpu_us_per_trade_steady": ratio(*cpu),
+        "peak_rss_mb": ratio(project["peak_rss_mb"], naive["peak_rss_mb"]),
+        "peak_rss_mb_pipeline": ratio(
+            project["peak_rss_mb_pipeline"], naive["peak_rss_mb_pipeline"]
+        ),
+    }
+
+
+def _x(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}x"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--trades", type=int, default=1_000_000)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="per pipeline")
+    ap.add_argument(
+        "--naive-first", action="store_true",
+        help="drain with the naive pipeline first, then the project's",
+    )  # fmt: skip
+    ap.add_argument(
+        "--max-offsets-per-trigger", type=int, default=None, metavar="N",
+        help="records per micro-batch of both pipelines (default: the project's, "
+        "CRYPTOFLOW_MAX_OFFSETS_PER_TRIGGER)",
+    )  # fmt: skip
+    args = ap.parse_args()
+    results: dict[str, dict] = {}
+    overrides = {}
+    if args.max_offsets_per_trigger is not None:
+        overrides["max_offsets_per_trigger"] = args.max_offsets_per_trigger
+    with private_stack(**overrides) as s:
+        t = time.monotonic()
+        produce(s, args.trades)
+        print(f"bench: produced {args.trades} trades in {time.monotonic() - t:.1f}s", flush=True)
+        order = ("naive", "project") if args.naive_first else ("project", "naive")
+        for name in order:
+            print(f"bench: draining with the {name} pipeline", flush=True)
+            if name == "project":
+                results[name] = drain_project(s, args.trades, args.timeout)
+                print(project_report(results[name]), flush=True)
+                continue
+            try:
+                results[name] = drain_naive(s, args.trades, timeout=args.timeout)
+            except RuntimeError as e:
+                raise SystemExit(f"bench: {e}") from None
+            print(naive_report(results[name]), flush=True)
+    project, naive = results["project"], results["naive"]
+    ratio = ratios(project, naive)
+    print(
+        f"project / naive: {_x(ratio['trades_per_s_total'])} the trades/s with Spark start-up, "
+        f"{_x(ratio['trades_per_s_steady'])} between first and last commit, "
+        f"{_x(ratio['cpu_us_per_trade_steady'])} the CPU per trade, "
+        f"{_x(ratio['peak_rss_mb'])} the peak memory of the stack "
+        f"({_x(ratio['peak_rss_mb_pipeline'])} of the pipeline's processes)"
+    )
+    result = {"trades": args.trades, "order": list(order), "project": project, "naive": naive,
+              "project_over_naive": ratio}  # fmt: skip
     print(f"saved {save('drain', result)}")
 
 

@@ -1,40 +1,49 @@
-"""Benchmark: the latency floor of the required design on this machine.
+"""Benchmark: the latency floor of the pipeline's two designs on this machine.
 
-The serving path the project must have (Kafka -> Spark -> Delta bronze -> a Delta stream ->
-``foreachBatch`` -> PostgreSQL) with as little as possible in its second hop: no
-validation, no deduplication, no commit ledger, no gold. Two queries in this process, on a
-private stack:
+The serving path with as little as possible in it: no validation, no deduplication, no
+commit ledger on the PostgreSQL side, no metrics, no gold. In this process, on a private
+stack, the last hop is always the same ``foreachBatch``: trade id and trade time read from
+the JSON (``get_json_object``), collected through Arrow, COPY into a PostgreSQL table, one
+commit a batch. Before it:
 
-* hop 1: the project's bronze job (``--first-hop bronze``, the default), or Kafka -> Delta
-  through Delta's own streaming sink (``--first-hop delta-sink``);
-* hop 2: that Delta table as a stream -> ``foreachBatch``: trade id and trade time read
-  from the JSON, collected through Arrow, COPY into a PostgreSQL table, one commit a batch.
+* the old chain (the default): two queries in series, Kafka -> Delta, then that Delta table
+  as a stream -> the ``foreachBatch``. Hop 1 is a bronze-only query as the old bronze job
+  was (``--first-hop bronze``: Kafka -> ``to_bronze`` -> ``foreachBatch`` appending to Delta
+  bronze with the commit ledger, log checkpoints in the background), or Delta's own
+  streaming sink (``--first-hop delta-sink``);
+* the new shape (``--one-hop``): one query, Kafka -> the ``foreachBatch``, no Delta at all.
 
-A producer thread writes ``--rate`` Binance-shaped trade frames a second, ``T`` = now. The
-figure is p50 / p99 of (PostgreSQL commit time - trade_time), as in ``bench_latency.py``.
-Whatever the project's own pipeline adds to it is the cost of its features; what is left
-here is the cost of two Spark micro-batches and two Delta commits in series on these cores.
+A producer thread writes ``--rate`` Binance-shaped trade frames a second, ``T`` = now; the
+measured period begins ``--warmup`` seconds after the first row reaches PostgreSQL. The
+figures are p50 / p99 of (PostgreSQL commit time - trade_time), as in ``bench_latency.py``,
+the median and longest micro-batch of each query, and the CPU of the stack (Spark's in %
+of one core). Whatever the project's own pipeline adds to them is the cost of its
+features; what is left here is the cost of the design's micro-batches and commits in series
+on these cores.
 
 With ``--drain N`` it produces N trades first (as ``bench_drain.py``) and reports the rate
 and CPU per trade between the first and the last PostgreSQL commit instead.
 
     .venv/bin/python bench/bench_floor.py --rate 30 --seconds 60 --warmup 20
+    .venv/bin/python bench/bench_floor.py --first-hop delta-sink --rate 30 --seconds 60
+    .venv/bin/python bench/bench_floor.py --one-hop --rate 30 --seconds 60 --warmup 20
     .venv/bin/python bench/bench_floor.py --drain 1000000
+    .venv/bin/python bench/bench_floor.py --one-hop --drain 1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_bronze import _produce
-from bench_drain import produce
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from stack import (
@@ -44,6 +53,8 @@ from stack import (
     cpu_report,
     percentile,
     private_stack,
+    produce,
+    produce_live,
     save,
     service_pids,
 )
@@ -51,8 +62,11 @@ from stack import (
 from cryptoflow import db
 from cryptoflow.services.postgres import admin_dsn
 from cryptoflow.spark import get_spark
-from pipelines.bronze import job as bronze
-from pipelines.bronze.job import kafka_options
+from pipelines.batch_values import opaque_timestamp
+from pipelines.bronze.source import ensure_bronze_table, kafka_options
+from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze
+from pipelines.ledger import CommitLedger, query_id_reader
+from pipelines.log_checkpoints import checkpoint_in_background
 from pipelines.progress import stop_between_batches
 
 TABLE = "CREATE TABLE IF NOT EXISTS floor_trades (trade_id bigint, trade_ms bigint)"
@@ -62,7 +76,8 @@ FROM floor_trades WHERE pg_xact_commit_timestamp(xmin) >= %s"""
 
 
 class CopyToPostgres:
-    """Hop 2's ``foreachBatch``: trade id and time of each frame into ``floor_trades``."""
+    """The last hop's ``foreachBatch``: trade id and time of each frame (``value``, Kafka's
+    or bronze's) into ``floor_trades``."""
 
     def __init__(self, dsn: str) -> None:
         self.conn = db.connect(dsn)
@@ -95,6 +110,46 @@ def _batch_ms(query, since: float) -> dict[str, float]:
     return {"median": statistics.median(times), "max": max(times)}
 
 
+class BronzeAppend:
+    """Hop 1's ``foreachBatch`` with ``--first-hop bronze``, as the old bronze job's: the
+    batch's ``to_bronze`` rows stamped with the time of the write, appended once to Delta
+    bronze (the commit names the query and batch, ``pipelines.ledger``)."""
+
+    def __init__(self, path: str, ledger: CommitLedger) -> None:
+        self.path, self.ledger = path, ledger
+
+    def __call__(self, records: DataFrame, batch_id: int) -> None:
+        # Not current_timestamp(): a literal per batch kept out of the generated code, as
+        # the project does (pipelines.batch_values), so batches reuse the compiled classes.
+        at = opaque_timestamp(F.lit(datetime.now(UTC)).cast("timestamp"), F.col("topic"))
+        rows = records.select(
+            *(at.alias(f.name) if f.name == "bronze_time" else F.col(f.name) for f in BRONZE_SCHEMA)
+        )
+        self.ledger.append(rows, self.path, batch_id)
+
+
+def _kafka(spark, s) -> DataFrame:
+    return spark.readStream.format("kafka").options(**kafka_options(s)).load()
+
+
+def _bronze(spark, s, checkpoint: Path, trigger: int) -> tuple[str, StreamingQuery]:
+    """Kafka -> ``to_bronze`` -> ``BronzeAppend`` into this stack's bronze table; returns
+    (table path, query)."""
+    path = s.table_path("bronze")
+    ensure_bronze_table(spark, path)
+    checkpoint_in_background(spark, s, path)
+    ledger = CommitLedger(query_id_reader(str(checkpoint)))
+    query = (
+        to_bronze(_kafka(spark, s))
+        .writeStream.queryName("bronze")
+        .foreachBatch(BronzeAppend(path, ledger))
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime=f"{trigger} milliseconds")
+        .start()
+    )
+    return path, query
+
+
 def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, StreamingQuery]:
     """Kafka -> Delta through Delta's own streaming sink; returns (table path, query)."""
     path = str(Path(s.data_dir) / "floor-bronze")
@@ -102,9 +157,7 @@ def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, Streamin
     # before their checkpoints moved to a thread (Delta's default, 10, would be far worse).
     spark.conf.set("spark.databricks.delta.properties.defaults.checkpointInterval", "100")
     query = (
-        spark.readStream.format("kafka")
-        .options(**kafka_options(s))
-        .load()
+        _kafka(spark, s)
         .select("key", "value", "topic", "partition", "offset", "timestamp")
         .writeStream.queryName("delta-sink")
         .option("checkpointLocation", str(checkpoint))
@@ -119,36 +172,70 @@ def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, Streamin
     return path, query
 
 
-def _start_hops(spark, s, first_hop: str, dsn: str) -> tuple[StreamingQuery, StreamingQuery]:
+def _start_hops(spark, s, shape: str, dsn: str) -> list[StreamingQuery]:
+    """The queries of ``shape`` (``one-hop``, ``bronze`` or ``delta-sink``), started."""
     chk = Path(s.data_dir) / "floor-checkpoints"
-    if first_hop == "bronze":
-        path, hop1 = s.table_path("bronze"), bronze.start(spark, s)
-    else:
-        path, hop1 = _delta_sink(spark, s, chk / "hop1", s.trigger_interval_ms)
+    trigger = f"{s.trigger_interval_ms} milliseconds"
+    if shape == "one-hop":
+        one = (
+            _kafka(spark, s)
+            .writeStream.queryName("one-hop")
+            .foreachBatch(CopyToPostgres(dsn))
+            .option("checkpointLocation", str(chk / "one-hop"))
+            .trigger(processingTime=trigger)
+            .start()
+        )
+        return [one]
+    hop = _bronze if shape == "bronze" else _delta_sink
+    path, hop1 = hop(spark, s, chk / "hop1", s.trigger_interval_ms)
     hop2 = (
         spark.readStream.format("delta")
         .load(path)
         .writeStream.queryName("hop2")
         .foreachBatch(CopyToPostgres(dsn))
         .option("checkpointLocation", str(chk / "hop2"))
-        .trigger(processingTime=f"{s.trigger_interval_ms} milliseconds")
+        .trigger(processingTime=trigger)
         .start()
     )
-    return hop1, hop2
+    return [hop1, hop2]
 
 
-def _latency(s, dsn: str, hops, sampler: StackSampler, args) -> dict:
+_SHAPES = {
+    "one-hop": "Kafka -> PostgreSQL, one query",
+    "bronze": "Kafka -> bronze query -> Delta stream -> PostgreSQL",
+    "delta-sink": "Kafka -> Delta sink -> Delta stream -> PostgreSQL",
+}
+
+
+def _count(dsn: str) -> int:
+    with contextlib.closing(db.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM floor_trades")
+        return cur.fetchone()[0]
+
+
+def _check(hops: list[StreamingQuery]) -> None:
+    for q in hops:
+        if not q.isActive:
+            raise SystemExit(f"bench: {q.name} stopped: {q.exception()}")
+
+
+def _latency(s, dsn: str, hops, sampler: StackSampler, args, shape: str) -> dict:
     """Live-like run: ``args.rate`` frames a second, latency over ``args.seconds``."""
     stop = threading.Event()
-    producer = threading.Thread(target=_produce, args=(s, args.rate, stop), daemon=True)
+    producer = threading.Thread(target=produce_live, args=(s, args.rate, stop), daemon=True)
     producer.start()
     try:
+        # Warm-up: until the first row reaches PostgreSQL, then --warmup more seconds.
+        while not _count(dsn):
+            _check(hops)
+            time.sleep(1)
         time.sleep(args.warmup)
         with db.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT now()")
             since = cur.fetchone()[0]
         measured_from = time.time()
         time.sleep(args.seconds)
+        _check(hops)
         cpu = sampler.cpu_between(measured_from, time.time())
         batch_ms = {q.name: _batch_ms(q, measured_from) for q in hops}
         with db.connect(dsn) as conn, conn.cursor() as cur:
@@ -161,32 +248,30 @@ def _latency(s, dsn: str, hops, sampler: StackSampler, args) -> dict:
         f"{name} median {ms['median']:.0f} ms, max {ms['max']:.0f} ms"
         for name, ms in batch_ms.items()
     )
+    spark_share = cpu.get("spark", 0.0) / args.seconds
     result = {"rate": args.rate, "rows": len(lat), "p50_ms": percentile(lat, 0.5),
               "p99_ms": percentile(lat, 0.99), "batch_ms": batch_ms,
-              "cpu_seconds": cpu}  # fmt: skip
+              "spark_cpu_share_of_one_core": spark_share, "cpu_seconds": cpu,
+              "peak_rss_mb": sampler.peak_kb / 1024}  # fmt: skip
     print(
-        f"floor (Kafka -> Delta -> Delta stream -> PostgreSQL, trigger {s.trigger_interval_ms} "
-        f"ms): p50={result['p50_ms']:.0f} ms p99={result['p99_ms']:.0f} ms over {len(lat)} rows\n"
+        f"floor ({_SHAPES[shape]}, trigger {s.trigger_interval_ms} ms): "
+        f"p50={result['p50_ms']:.0f} ms p99={result['p99_ms']:.0f} ms over {len(lat)} rows\n"
         f"batches with rows: {batches}\n"
-        f"CPU over the measured period: {cpu_report(cpu, args.seconds)}"
+        f"Spark {spark_share:.0%} of one core; CPU over the measured period: "
+        f"{cpu_report(cpu, args.seconds)}; peak memory {result['peak_rss_mb']:.0f} MB"
     )
     return result
 
 
-def _drain(dsn: str, hops, sampler: StackSampler, trades: int) -> dict:
+def _drain(dsn: str, hops, sampler: StackSampler, trades: int, shape: str) -> dict:
     """Drain run: wait until ``floor_trades`` holds the ``trades`` produced beforehand."""
     started = time.monotonic()
-    while True:
-        with db.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM floor_trades")
-            if cur.fetchone()[0] >= trades:
-                cur.execute(commit_span_sql("floor_trades"))
-                first, last, after, _ = cur.fetchone()
-                break
-        for q in hops:
-            if not q.isActive:
-                raise SystemExit(f"bench: {q.name} stopped: {q.exception()}")
+    while _count(dsn) < trades:
+        _check(hops)
         time.sleep(2)
+    with db.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(commit_span_sql("floor_trades"))
+        first, last, after, _ = cur.fetchone()
     total = time.monotonic() - started
     span, after = float(last - first), int(after or 0)
     cpu = sampler.cpu_between(float(first), float(last))
@@ -195,7 +280,8 @@ def _drain(dsn: str, hops, sampler: StackSampler, trades: int) -> dict:
               "trades_per_s_steady": after / span if span else None,
               "cpu_us_per_trade_steady": cpu_us}  # fmt: skip
     print(
-        f"floor drained {trades} trades in {total:.0f}s with Spark start-up; "
+        f"floor ({_SHAPES[shape]}) drained {trades} trades in {total:.0f}s with Spark "
+        f"start-up; "
         f"{result['trades_per_s_steady'] or 0:.0f} trades/s between the first and the last "
         f"commit ({after} trades in {span:.1f}s)\n"
         f"CPU µs per trade over that span: {per_trade}"
@@ -207,19 +293,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rate", type=float, default=30.0, help="trade frames/s (live-like: 30)")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured period")
-    ap.add_argument("--warmup", type=float, default=20.0, help="seconds ignored after start")
+    ap.add_argument(
+        "--warmup", type=float, default=20.0,
+        help="seconds ignored after the first row reaches PostgreSQL",
+    )  # fmt: skip
     ap.add_argument(
         "--trigger-ms",
         type=int,
         default=None,
-        help="micro-batch interval of both hops "
+        help="micro-batch interval of every query "
         "(default: the project's, CRYPTOFLOW_TRIGGER_INTERVAL_MS)",
     )
     ap.add_argument(
         "--first-hop",
         choices=("bronze", "delta-sink"),
-        default="bronze",
-        help="Kafka -> Delta by the project's bronze job, or by Delta's own streaming sink",
+        default=None,
+        help="the old chain's Kafka -> Delta: a bronze query as the old bronze job "
+        "(default), or Delta's own streaming sink",
+    )
+    ap.add_argument(
+        "--one-hop",
+        action="store_true",
+        help="the new shape: one query, Kafka -> PostgreSQL, no Delta",
     )
     ap.add_argument(
         "--drain",
@@ -229,6 +324,9 @@ def main() -> None:
         help="instead of a live-like rate: produce N trades first, report the drain's rate",
     )
     args = ap.parse_args()
+    if args.one_hop and args.first_hop:
+        ap.error("--one-hop has no first hop: give one of --one-hop and --first-hop")
+    shape = "one-hop" if args.one_hop else args.first_hop or "bronze"
     overrides = {} if args.trigger_ms is None else {"trigger_interval_ms": args.trigger_ms}
     with private_stack(**overrides) as s:
         dsn = admin_dsn(s)
@@ -239,17 +337,17 @@ def main() -> None:
         spark = get_spark(s, "bench-floor")
         sampler = StackSampler(lambda: {os.getpid(), *service_pids(s)})
         sampler.start()
-        hops = _start_hops(spark, s, args.first_hop, dsn)
+        hops = _start_hops(spark, s, shape, dsn)
         try:
             if args.drain:
-                result = _drain(dsn, hops, sampler, args.drain)
+                result = _drain(dsn, hops, sampler, args.drain, shape)
             else:
-                result = _latency(s, dsn, hops, sampler, args)
+                result = _latency(s, dsn, hops, sampler, args, shape)
         finally:
             sampler.stop()
-            stop_between_batches(list(hops))
+            stop_between_batches(hops)
             spark.stop()
-    result.update(first_hop=args.first_hop, trigger_ms=s.trigger_interval_ms)
+    result.update(shape=shape, trigger_ms=s.trigger_interval_ms)
     print(f"saved {save('floor', result)}")
 
 

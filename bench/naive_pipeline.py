@@ -8,7 +8,7 @@ deduplication: at-least-once (a replayed batch appends its rows again).
 over trades already in the topic and measures it the way bench_drain.py measures the
 project: wall time including Spark start-up, and trades/s between the first and the last
 PostgreSQL commit into the table. The CLI brings up a private stack and produces the trades
-with bench_drain.py's ``produce``:
+with ``stack.produce`` (as bench_drain.py, which runs it beside the project's pipeline):
 
     .venv/bin/python bench/naive_pipeline.py --trades 1000000
 """
@@ -33,6 +33,7 @@ from stack import (
     cpu_per_trade,
     cpu_report,
     private_stack,
+    produce,
     save,
     service_pids,
 )
@@ -327,8 +328,6 @@ def main() -> None:
         run_query(load_settings(dotenv=None), args.table, args.checkpoint,
                   args.max_offsets_per_trigger or 0)  # fmt: skip
         return
-
-    from bench_drain import produce
 
     base = load_settings(environ={}, dotenv=None)
     for js in (SPARK_JARS, KAFKA_JARS, NAIVE_JARS):

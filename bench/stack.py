@@ -1,11 +1,13 @@
 """A private stack for benchmarks: embedded Kafka + PostgreSQL in a temp data dir, free ports,
-schema applied; plus process-tree memory and CPU sampling. Nothing here is timed itself."""
+schema applied; the producers of trade frames (a backlog, or a live-like rate); plus
+process-tree memory and CPU sampling. Nothing here is timed itself."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,6 +19,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,6 +57,61 @@ def private_stack(**overrides) -> Iterator[Settings]:
         services.down(s, progress=lambda _: None)
         if not os.environ.get("CRYPTOFLOW_BENCH_KEEP"):
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+#: The symbols and price levels of ``produce``'s trades.
+LEVELS = {"BTCUSDT": 90_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 860.0}
+
+
+def produce(s: Settings, n: int, seed: int = 1) -> None:
+    """``n`` Binance combined-stream trade frames into the raw topic (three symbols, ids
+    consecutive per symbol), spread at 1,000 trades/s of trade time ending now: a backlog
+    for the drains."""
+    rng = random.Random(seed)
+    producer = Producer({
+        "bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 50, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
+    })  # fmt: skip
+    price = dict(LEVELS)
+    next_id = dict.fromkeys(LEVELS, 1)
+    t0 = int(time.time() * 1000) - n  # one trade per ms
+    symbols = list(LEVELS)
+    for i in range(n):
+        sym = symbols[i % 3]
+        price[sym] *= 1 + rng.gauss(0, 0.00005)
+        trade = {"e": "trade", "E": t0 + i + 2, "s": sym, "t": next_id[sym],
+                 "p": f"{price[sym]:.2f}", "q": f"{rng.lognormvariate(-4, 1.2):.5f}",
+                 "T": t0 + i, "m": rng.random() < 0.5, "M": True}  # fmt: skip
+        next_id[sym] += 1
+        value = json.dumps({"stream": f"{sym.lower()}@trade", "data": trade}).encode()
+        while True:
+            try:
+                producer.produce(s.kafka_topic, value, sym.encode(), timestamp=t0 + i + 80,
+                                 headers=[("source", b"simulator")])  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise SystemExit("bench: not every trade reached Kafka")
+
+
+def produce_live(s: Settings, rate: float, stop: threading.Event) -> None:
+    """``rate`` trade frames a second into the raw topic until ``stop``, each with trade and
+    event time = now (``T`` = ``E``): latency from the trade is latency from production."""
+    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 5})
+    trade_id, symbols = 0, s.symbols
+    while not stop.wait(1 / rate):
+        trade_id += 1
+        symbol = symbols[trade_id % len(symbols)]
+        now = int(time.time() * 1000)
+        data = {"e": "trade", "E": now, "s": symbol, "t": trade_id, "p": "100.00",
+                "q": "0.1", "T": now, "m": False, "M": True}  # fmt: skip
+        frame = {"stream": f"{symbol.lower()}@trade", "data": data}
+        producer.produce(s.kafka_topic, json.dumps(frame).encode(), key=symbol.encode())
+        producer.poll(0)
+    producer.flush(10)
 
 
 @dataclass
