@@ -106,10 +106,10 @@ def start(
     )
     query.gold = gold if available_now else gold.start()  # type: ignore[attr-defined]
     log.info(
-        "%s started topic=%s lake=%s windows=%s watermark_s=%d rules=%d",
+        "%s started topic=%s bronze=%s windows=%s watermark_s=%d rules=%d",
         QUERY,
         settings.kafka_topic,
-        settings.lake_root,
+        settings.table_path("bronze"),
         ",".join(f"{s}s" for s in window_lengths(settings.window_seconds)),
         settings.watermark_seconds,
         len(rules),
