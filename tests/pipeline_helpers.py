@@ -1,4 +1,4 @@
-"""Helpers shared by the bronze/silver tests: crafted frames, producing, reading back."""
+"""Helpers shared by the pipeline tests: crafted frames, producing, reading back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The bad-input corpus through the real pipeline: Kafka -> bronze -> silver -> quarantine."""
+"""The bad-input corpus through the real pipeline: Kafka -> (bronze, silver) -> quarantine."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ def produce(settings, cases: list[Case]) -> None:
 
 
 def test_corpus_lands_in_quarantine_under_its_expectation(spark, settings, unique, tmp_path):
-    from pipelines.bronze import job as bronze_job
-    from pipelines.silver import job as silver_job
+    from pipelines import job
 
     u = unique.upper()
     s = settings.replace(
@@ -56,14 +55,13 @@ def test_corpus_lands_in_quarantine_under_its_expectation(spark, settings, uniqu
     # The duplicate arrives in a later batch than its original.
     dup = duplicate_of(valid[0])
 
-    queries = [bronze_job.start(spark, s), silver_job.start(spark, s)]
+    query = job.start(spark, s)
     silver = s.table_path("silver")
     quarantine = s.table_path("quarantine")
 
     def healthy(check):
         def run():
-            for q in queries:
-                assert q.exception() is None, f"{q.name} crashed: {q.exception()}"
+            assert query.exception() is None, f"{query.name} crashed: {query.exception()}"
             return check()
 
         return run
@@ -82,8 +80,7 @@ def test_corpus_lands_in_quarantine_under_its_expectation(spark, settings, uniqu
                    f"{len(bad) + 1} frames in quarantine")  # fmt: skip
         healthy(lambda: True)()
     finally:
-        for q in queries:
-            q.stop()
+        job.stop(query)
 
     rows = spark.read.format("delta").load(quarantine).collect()
     by_value: dict[bytes, list] = {}

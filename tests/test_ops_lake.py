@@ -186,7 +186,7 @@ def test_batches_recorded_then_listed(spark, lake, unique, monkeypatch, capsys):
 
     rc, out, _ = cli(monkeypatch, capsys, lake, "checkpoints", "--format", "json")
     listed = {c["job"]: c for c in map(json.loads, out.splitlines())}
-    assert rc == 0 and listed["bronze"]["exists"] == "no"
+    assert rc == 0 and listed["trades"]["exists"] == listed["replay-silver"]["exists"] == "no"
     mine = listed[job]
     assert mine["committed"] == len(recorded) - 1 and mine["exists"] == "yes"
     assert mine["position"].startswith(f"kafka {lake.kafka_topic} p0=")
@@ -199,18 +199,18 @@ def test_batches_recorded_then_listed(spark, lake, unique, monkeypatch, capsys):
 
 
 def test_a_job_refuses_a_checkpoint_made_for_another_table(spark, lake, tmp_path):
-    from pipelines.bronze import job as bronze_job
+    from pipelines import job
     from pipelines.ops.checkpoints import CheckpointConflict, ensure_checkpoint_owner
 
-    ensure_checkpoint_owner(lake, "bronze", "kafka:other.topic", lake.table_path("bronze"))
+    ensure_checkpoint_owner(lake, "trades", "kafka:other.topic", lake.table_path("bronze"))
     with pytest.raises(CheckpointConflict) as e:
-        bronze_job.start(spark, lake)
-    ckpt = lake.checkpoint_path("bronze")
+        job.start(spark, lake)
+    ckpt = lake.checkpoint_path("trades")
     bronze = lake.table_path("bronze")
     assert str(e.value) == (
-        f"checkpoint {ckpt} belongs to job bronze (kafka:other.topic -> {bronze}), not to job "
-        f"bronze (kafka:{lake.kafka_topic} -> {bronze}): point CRYPTOFLOW_CHECKPOINT_ROOT / "
+        f"checkpoint {ckpt} belongs to job trades (kafka:other.topic -> {bronze}), not to job "
+        f"trades (kafka:{lake.kafka_topic} -> {bronze}): point CRYPTOFLOW_CHECKPOINT_ROOT / "
         "CRYPTOFLOW_LAKE_ROOT back at the tables this checkpoint was made for, or move "
-        f"{ckpt} aside to start bronze from scratch (it then reprocesses its whole source)"
+        f"{ckpt} aside to start trades from scratch (it then reprocesses its whole source)"
     )
-    assert not spark.streams.active or all(q.name != "bronze" for q in spark.streams.active)
+    assert not spark.streams.active or all(q.name != "trades" for q in spark.streams.active)

@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from pipelines.bronze import job as bronze_job
-from pipelines.gold import job as gold_job
+from pipelines import job
 from pipelines.ops.checkpoints import read_owner
 from pipelines.ops.replay import ReplayError, replay
-from pipelines.silver import job as silver_job
-from pipelines.silver.mirror import RAW_TRADES
+from pipelines.silver.tables import RAW_TRADES
 from tests.conftest import wait_until
 from tests.pipeline_helpers import isolated, pg_rows, produce, produce_trades, trades
 
@@ -24,10 +22,12 @@ pytestmark = pytest.mark.integration
 PROCESSING_TIME = ("spark_time", "end_to_end_latency_ms")
 
 
-def drain(spark, s, job) -> None:
+def drain(spark, s) -> None:
+    """Run the pipeline's query over what Kafka holds, then stop it (Delta gold caught up)."""
     query = job.start(spark, s, available_now=True)
     query.awaitTermination(300)
     assert query.exception() is None, query.exception()
+    job.stop(query)
 
 
 def utc(value):
@@ -64,38 +64,39 @@ def test_replay_gives_the_live_rows(spark, settings, unique, tmp_path):
     live = trades(120, s.symbols)
     produce_trades(s, live + live[:4])  # four repeats: quarantined as duplicates
     produce(s, [(b"junk", b"not json")])
-    for job in (bronze_job, silver_job, gold_job):
-        drain(spark, s, job)
+    drain(spark, s)
     silver = delta_rows(spark, s, "silver", PROCESSING_TIME)
     quarantine = delta_rows(spark, s, "quarantine", ("quarantined_at",))
     gold = delta_rows(spark, s, "gold")
     metrics = pg_metrics(s)
     assert len(silver) + len(quarantine) == 125 and len(quarantine) >= 5
     assert gold and len(metrics) == len(gold)
-    # The live silver batches are in pipeline_batches (listener + silver's record_batch).
-    query_id = json.loads(Path(s.checkpoint_path("silver"), "metadata").read_text())["id"]
+    # The live batches are in pipeline_batches (listener + the batch's record_batch).
+    query_id = json.loads(Path(s.checkpoint_path("trades"), "metadata").read_text())["id"]
     totals = wait_until(
         lambda: [
             r
             for r in pg_rows(
                 s,
                 "SELECT sum(input_rows), sum(output_rows), sum(quarantined), "
-                "count(latency_p99_ms) FROM pipeline_batches WHERE job = 'silver' "
+                "count(latency_p99_ms) FROM pipeline_batches WHERE job = 'trades' "
                 "AND query_id = %s",
                 (query_id,),
             )
             if r[0] == 125
         ],
-        what="silver batches recorded",
+        what="the query's batches recorded",
     )
     assert totals == [(125, len(silver), len(quarantine), totals[0][3])] and totals[0][3] >= 1
 
-    # Gold from silver: every column identical, in Delta and in PostgreSQL.
+    # Gold from silver: every column identical, in Delta and in PostgreSQL. Recomputed from
+    # silver at once: no streaming query, so no checkpoint and no batches.
     result = replay(spark, s, "gold")
     assert delta_rows(spark, s, "gold") == gold
     assert pg_metrics(s) == metrics
     assert (result.rows_before, result.rows_after) == (len(gold), len(gold))
-    assert result.checkpoint_moved_to and result.batches >= 1 and result.pg_deleted == 0
+    assert result.checkpoint_moved_to is None and result.batches == 0
+    assert result.pg_deleted == 0
 
     # Silver from bronze: identical but for the time silver processed each row, and
     # PostgreSQL now holds exactly the rebuilt rows.
@@ -103,14 +104,16 @@ def test_replay_gives_the_live_rows(spark, settings, unique, tmp_path):
     assert delta_rows(spark, s, "silver", PROCESSING_TIME) == silver
     assert delta_rows(spark, s, "quarantine", ("quarantined_at",)) == quarantine
     assert pg_raw_trades(s) == delta_rows(spark, s, "silver", ("trade_date",))
-    assert result.pg_deleted == 0 and result.rows_after == len(silver)
-    assert read_owner(s.checkpoint_path("silver")).source == s.table_path("bronze")
+    assert result.pg_deleted == 0 and result.rows_after == len(silver) and result.batches >= 1
+    assert read_owner(s.checkpoint_path("replay-silver")).source == s.table_path("bronze")
 
     # Partial: replaying bronze from its first data commit recomputes the same rows and
-    # quarantines nothing twice; newer bronze commits are picked up.
+    # quarantines nothing twice; the newer bronze commits (20 more trades the live query
+    # drained after the rebuild) are recomputed too.
     produce_trades(s, trades(140, s.symbols)[120:])
-    drain(spark, s, bronze_job)
+    drain(spark, s)
     result = replay(spark, s, "silver", from_version=1)
+    assert result.checkpoint_moved_to and result.batches >= 1
     rebuilt = spark.read.format("delta").load(s.table_path("silver"))
     assert rebuilt.count() == len(silver) + 20 and result.from_version == 1
     assert rebuilt.groupBy("symbol", "trade_id").count().where(F.col("count") > 1).count() == 0

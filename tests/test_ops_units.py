@@ -35,35 +35,47 @@ def local(tmp_path: Path):
 
 
 def test_checkpoint_owner_written_then_verified(local):
-    first = ensure_checkpoint_owner(local, "silver", *job_io(local, "silver"))
-    again = ensure_checkpoint_owner(local, "silver", *job_io(local, "silver"))
+    first = ensure_checkpoint_owner(local, "trades", *job_io(local, "trades"))
+    again = ensure_checkpoint_owner(local, "trades", *job_io(local, "trades"))
     assert again.created_at == first.created_at
-    owner_file = Path(local.checkpoint_path("silver")) / "_cryptoflow_owner.json"
+    owner_file = Path(local.checkpoint_path("trades")) / "_cryptoflow_owner.json"
     stored = json.loads(owner_file.read_text())
     assert (stored["job"], stored["source"], stored["sink"]) == (
-        "silver",
+        "trades",
+        f"kafka:{local.kafka_topic}",
+        f"{local.lake}/bronze",
+    )
+    ensure_checkpoint_owner(local, "replay-silver", *job_io(local, "replay-silver"))
+    rebuild = json.loads(
+        (Path(local.checkpoint_path("replay-silver")) / "_cryptoflow_owner.json").read_text()
+    )
+    assert (rebuild["job"], rebuild["source"], rebuild["sink"]) == (
+        "replay-silver",
         f"{local.lake}/bronze",
         f"{local.lake}/silver",
     )
+    with pytest.raises(ValueError, match="unknown job 'silver'"):
+        job_io(local, "silver")
 
 
 def test_checkpoint_of_another_table_is_refused_with_what_to_do(local, tmp_path):
-    ensure_checkpoint_owner(local, "gold", *job_io(local, "gold"))
+    ensure_checkpoint_owner(local, "replay-silver", *job_io(local, "replay-silver"))
     moved = local.replace(lake_root=str(tmp_path / "other-lake"))
     with pytest.raises(CheckpointConflict) as e:
-        ensure_checkpoint_owner(moved, "gold", *job_io(moved, "gold"))
-    ckpt = f"{tmp_path}/ckpt/gold"
+        ensure_checkpoint_owner(moved, "replay-silver", *job_io(moved, "replay-silver"))
+    ckpt = f"{tmp_path}/ckpt/replay-silver"
     assert str(e.value) == (
-        f"checkpoint {ckpt} belongs to job gold ({tmp_path}/lake/silver -> "
-        f"{tmp_path}/lake/gold), not to job gold ({tmp_path}/other-lake/silver -> "
-        f"{tmp_path}/other-lake/gold): point CRYPTOFLOW_CHECKPOINT_ROOT / CRYPTOFLOW_LAKE_ROOT "
-        f"back at the tables this checkpoint was made for, or move {ckpt} aside to start gold "
-        "from scratch (it then reprocesses its whole source)"
+        f"checkpoint {ckpt} belongs to job replay-silver ({tmp_path}/lake/bronze -> "
+        f"{tmp_path}/lake/silver), not to job replay-silver ({tmp_path}/other-lake/bronze -> "
+        f"{tmp_path}/other-lake/silver): point CRYPTOFLOW_CHECKPOINT_ROOT / "
+        "CRYPTOFLOW_LAKE_ROOT back at the tables this checkpoint was made for, or move "
+        f"{ckpt} aside to start replay-silver from scratch (it then reprocesses its whole "
+        "source)"
     )
 
 
 def test_checkpoint_files_are_read(tmp_path):
-    ckpt = tmp_path / "bronze"
+    ckpt = tmp_path / "trades"
     (ckpt / "offsets").mkdir(parents=True)
     (ckpt / "commits").mkdir()
     (ckpt / "metadata").write_text('{"id":"q-1"}\n')
@@ -71,18 +83,18 @@ def test_checkpoint_files_are_read(tmp_path):
     for batch, offs in ((0, '{"raw":{"1":5,"0":7}}'), (1, '{"raw":{"0":9,"1":12}}')):
         (ckpt / "offsets" / str(batch)).write_text(f"v1\n{meta}\n{offs}")
     (ckpt / "commits" / "0").write_text('v1\n{"nextBatchWatermarkMs":0}')
-    info = read_checkpoint("bronze", str(ckpt))
+    info = read_checkpoint("trades", str(ckpt))
     assert (info.query_id, info.last_batch, info.last_committed) == ("q-1", 1, 0)
     assert info.positions == ("kafka raw p0=9 p1=12",)
     delta = '{"sourceVersion":1,"reservoirId":"x","reservoirVersion":7,"index":-1}'
     assert parse_offsets_file(f"v1\n{meta}\n{delta}") == ["delta version=7 index=-1"]
-    assert not read_checkpoint("gold", str(tmp_path / "none")).exists
+    assert not read_checkpoint("trades", str(tmp_path / "none")).exists
 
 
 def test_progress_numbers_from_a_kafka_progress():
     progress = {
         "id": "q",
-        "name": "bronze",
+        "name": "trades",
         "batchId": 4,
         "timestamp": "2026-01-01T00:00:00.123Z",
         "numInputRows": 30,

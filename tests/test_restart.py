@@ -14,8 +14,7 @@ import pytest
 
 from cryptoflow import db
 from cryptoflow.services import postgres
-from pipelines.bronze import job as bronze_job
-from pipelines.silver import job as silver_job
+from pipelines import job
 from tests.conftest import free_port, make_data_dir, wait_until
 from tests.pipeline_helpers import (
     env_for,
@@ -45,13 +44,13 @@ def test_sigkill_mid_stream_three_times_loses_and_duplicates_nothing(
 ):
     # Small batches, so every kill lands in the middle of the stream.
     s = isolated(settings, unique, tmp_path).replace(
-        max_offsets_per_trigger=40, max_files_per_trigger=2, run_status_interval_s=2
+        max_offsets_per_trigger=40, run_status_interval_s=2
     )
     payloads = trades(240, s.symbols)
     produce_trades(s, payloads + payloads[:20])  # 20 duplicates as well
     want = expected(payloads)
     log_path = tmp_path / "run.log"
-    cmd = [sys.executable, "-m", "cryptoflow", "run", "bronze", "silver"]
+    cmd = [sys.executable, "-m", "cryptoflow", "run"]
     rng = random.Random(unique)
 
     def launch() -> subprocess.Popen:
@@ -115,12 +114,11 @@ def test_postgres_down_ten_seconds_retries_and_catches_up(spark, settings, uniqu
         s = isolated(pg, unique, tmp_path).replace(max_offsets_per_trigger=100)
         first, later = trades(240, s.symbols)[:120], trades(240, s.symbols)[120:]
         produce_trades(s, first)
-        queries = [bronze_job.start(spark, s), silver_job.start(spark, s)]
+        query = job.start(spark, s)
         try:
 
             def healthy():
-                for q in queries:
-                    assert q.exception() is None, f"{q.name} failed: {q.exception()}"
+                assert query.exception() is None, f"{query.name} failed: {query.exception()}"
                 return True
 
             wait_until(lambda: healthy() and len(pg_trades(s, s.symbols)) >= 120, 400, 0.5,
@@ -128,8 +126,9 @@ def test_postgres_down_ten_seconds_retries_and_catches_up(spark, settings, uniqu
             postgres.stop(pg)
             stopped = time.monotonic()
             produce_trades(s, later)
-            # PostgreSQL is written before Delta silver: a silver batch over the new bronze
-            # rows retries its mirror while PostgreSQL is down, and commits nothing yet.
+            # PostgreSQL is written before Delta silver: a batch over the new records
+            # appends them to bronze (beside the serving transaction), retries PostgreSQL
+            # while it is down, and commits nothing to silver yet.
             bronze_path = s.table_path("bronze")
             wait_until(
                 lambda: (
@@ -154,8 +153,7 @@ def test_postgres_down_ten_seconds_retries_and_catches_up(spark, settings, uniqu
                 "postgres and silver to catch up",
             )
         finally:
-            for q in queries:
-                q.stop()
+            job.stop(query)
         assert pg_trades(s, s.symbols) == expected(first + later)
         assert sorted(_silver_keys(spark, s)) == sorted(expected(first + later))
     finally:

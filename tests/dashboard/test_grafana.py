@@ -39,7 +39,7 @@ def tables_of(sql: str) -> set[str]:
     return {t for t in SERVING_TABLES if re.search(rf"\b(?:FROM|JOIN)\s+{t}\b", sql, re.I)}
 
 
-JOBS = ("bronze", "silver", "gold")
+JOBS = ("trades",)  # pipelines.job.QUERY: the one streaming query
 
 
 def expand(sql: str, start: datetime, end: datetime, symbols: list[str], window_s: int) -> str:
