@@ -25,7 +25,6 @@ everything together); the peak memory of the stack. Then the ratios project / na
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from naive_pipeline import drain_naive
@@ -33,8 +32,8 @@ from naive_pipeline import report as naive_report
 from stack import (
     StackSampler,
     commit_span_sql,
-    cpu_per_trade,
-    cpu_report,
+    drain_figures,
+    drain_report,
     private_stack,
     produce,
     running_up,
@@ -78,52 +77,22 @@ def drain_project(s: Settings, trades: int, timeout: float) -> dict:
             total = time.monotonic() - started
             with conn.cursor() as cur:
                 cur.execute(commit_span_sql("raw_trades"))
-                first, last, after, commits = cur.fetchone()
+                span_row = cur.fetchone()
         finally:
             pipeline.stop()
-    span, after_first = float(last - first), int(after or 0)
-    cpu = run.sampler.cpu_between(float(first), float(last))
-    cpu_us, _ = cpu_per_trade(cpu, after_first)
-    batches = [line for line in log.read_text(errors="replace").splitlines() if _BATCH in line]
-    return {
-        "pipeline": "project",
-        "max_offsets_per_trigger": s.max_offsets_per_trigger,
-        "trades": trades,
-        "seconds_total": total,
-        "trades_per_s_total": trades / total,
-        "seconds_to_first_commit": float(first) - started_epoch,
-        "commits": commits,
-        "seconds_first_to_last_commit": span,
-        "trades_after_first_commit": after_first,
-        "trades_per_s_steady": after_first / span if span else None,
-        "peak_rss_mb": run.sampler.peak_kb / 1024,
-        "peak_rss_mb_pipeline": pipeline.peak_kb / 1024,
-        "cpu_seconds_steady": cpu,
-        "cpu_us_per_trade_steady": cpu_us,
-        "cpu_us_per_trade_budget": os.cpu_count() / 20_000 * 1e6,  # the 20,000 trades/s target
-        "log": str(log),
-        "batch_log": batches,  # the query's line per batch (steps_ms: where the time went)
-    }
+    figures = drain_figures(
+        "project", trades, started_epoch, total, span_row, run.sampler, pipeline, log
+    )
+    figures["max_offsets_per_trigger"] = s.max_offsets_per_trigger
+    # the query's line per batch (steps_ms: where the time went)
+    figures["batch_log"] = [
+        line for line in log.read_text(errors="replace").splitlines() if _BATCH in line
+    ]
+    return figures
 
 
 def project_report(r: dict) -> str:
-    lines = [
-        f"project drained {r['trades']} trades in {r['seconds_total']:.0f}s: "
-        f"{r['trades_per_s_total']:.0f} trades/s including Spark start-up (first commit after "
-        f"{r['seconds_to_first_commit']:.1f}s); {r['trades_per_s_steady'] or 0:.0f} trades/s "
-        f"between the first and the last of {r['commits']} raw_trades commits "
-        f"({r['trades_after_first_commit']} trades in {r['seconds_first_to_last_commit']:.1f}s); "
-        f"peak memory {r['peak_rss_mb']:.0f} MB (pipeline {r['peak_rss_mb_pipeline']:.0f} MB, "
-        f"the rest Kafka and PostgreSQL)"
-    ]
-    if r["cpu_seconds_steady"]:  # a span of two samples at least
-        _, per_trade = cpu_per_trade(r["cpu_seconds_steady"], r["trades_after_first_commit"])
-        lines.append(
-            f"CPU between those commits: "
-            f"{cpu_report(r['cpu_seconds_steady'], r['seconds_first_to_last_commit'])}; "
-            f"µs per trade: {per_trade} (20,000 trades/s on {os.cpu_count()} cores allows "
-            f"{r['cpu_us_per_trade_budget']:.0f})"
-        )
+    lines = drain_report("project", r)
     lines += [f"  batch={line.split(_BATCH, 1)[1]}" for line in r["batch_log"]]
     return "\n".join(lines)
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from stack import (
     StackSampler,
     commit_span_sql,
-    cpu_per_trade,
-    cpu_report,
+    drain_figures,
+    drain_report,
     private_stack,
     produce,
     save,
@@ -263,53 +263,16 @@ def drain_naive(
     rows = _count(conn, table)
     with conn.cursor() as cur:
         cur.execute(commit_span_sql(table))
-        first, last, after, commits = cur.fetchone()
+        span_row = cur.fetchone()
     conn.close()
-    span, after_first = float(last - first), int(after or 0)
-    cpu = whole.cpu_between(float(first), float(last))
-    cpu_us, _ = cpu_per_trade(cpu, after_first)
-    return {
-        "pipeline": "naive",
-        "trades": trades,
-        "rows": rows,
-        "table": table,
-        "max_offsets_per_trigger": cap,
-        "seconds_total": total,
-        "trades_per_s_total": trades / total,
-        "seconds_to_first_commit": float(first) - started_epoch,
-        "commits": commits,
-        "seconds_first_to_last_commit": span,
-        "trades_after_first_commit": after_first,
-        "trades_per_s_steady": after_first / span if span else None,
-        "peak_rss_mb": whole.peak_kb / 1024,
-        "peak_rss_mb_pipeline": pipeline.peak_kb / 1024,
-        "cpu_seconds_steady": cpu,
-        "cpu_us_per_trade_steady": cpu_us,
-        "cpu_us_per_trade_budget": os.cpu_count() / 20_000 * 1e6,  # the 20,000 trades/s target
-        "log": str(log),
-    }
+    figures = drain_figures("naive", trades, started_epoch, total, span_row, whole, pipeline, log)
+    figures.update(rows=rows, table=table, max_offsets_per_trigger=cap)
+    return figures
 
 
 def report(r: dict) -> str:
     """The figures in bench_drain.py's words."""
-    lines = [
-        f"naive pipeline drained {r['trades']} trades ({r['rows']} rows) in "
-        f"{r['seconds_total']:.0f}s: {r['trades_per_s_total']:.0f} trades/s including Spark "
-        f"start-up (first commit after {r['seconds_to_first_commit']:.1f}s); "
-        f"{r['trades_per_s_steady'] or 0:.0f} trades/s between the first and the last of "
-        f"{r['commits']} commits ({r['trades_after_first_commit']} trades in "
-        f"{r['seconds_first_to_last_commit']:.1f}s); peak memory {r['peak_rss_mb']:.0f} MB "
-        f"(pipeline {r['peak_rss_mb_pipeline']:.0f} MB, the rest Kafka and PostgreSQL)"
-    ]
-    if r["cpu_seconds_steady"]:  # a span of two samples at least
-        _, per_trade = cpu_per_trade(r["cpu_seconds_steady"], r["trades_after_first_commit"])
-        lines.append(
-            f"CPU between those commits: "
-            f"{cpu_report(r['cpu_seconds_steady'], r['seconds_first_to_last_commit'])}; "
-            f"µs per trade: {per_trade} (20,000 trades/s on {os.cpu_count()} cores allows "
-            f"{r['cpu_us_per_trade_budget']:.0f})"
-        )
-    return "\n".join(lines)
+    return "\n".join(drain_report(f"naive pipeline ({r['rows']} rows)", r))
 
 
 def main() -> None:

@@ -309,3 +309,60 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     return path
+
+
+def drain_figures(
+    name: str,
+    trades: int,
+    started_epoch: float,
+    total: float,
+    span_row: tuple,
+    whole: StackSampler,
+    pipeline: StackSampler,
+    log: Path,
+) -> dict:
+    """The figures of one drain: ``span_row`` is ``commit_span_sql``'s row, ``whole`` samples
+    the stack and ``pipeline`` the drained pipeline's own processes."""
+    first, last, after, commits = span_row
+    span, after_first = float(last - first), int(after or 0)
+    cpu = whole.cpu_between(float(first), float(last))
+    cpu_us, _ = cpu_per_trade(cpu, after_first)
+    return {
+        "pipeline": name,
+        "trades": trades,
+        "seconds_total": total,
+        "trades_per_s_total": trades / total,
+        "seconds_to_first_commit": float(first) - started_epoch,
+        "commits": commits,
+        "seconds_first_to_last_commit": span,
+        "trades_after_first_commit": after_first,
+        "trades_per_s_steady": after_first / span if span else None,
+        "peak_rss_mb": whole.peak_kb / 1024,
+        "peak_rss_mb_pipeline": pipeline.peak_kb / 1024,
+        "cpu_seconds_steady": cpu,
+        "cpu_us_per_trade_steady": cpu_us,
+        "cpu_us_per_trade_budget": os.cpu_count() / 20_000 * 1e6,  # the 20,000 trades/s target
+        "log": str(log),
+    }
+
+
+def drain_report(label: str, r: dict) -> list[str]:
+    """``drain_figures`` in words: the rates, peak memory and the CPU per trade."""
+    lines = [
+        f"{label} drained {r['trades']} trades in {r['seconds_total']:.0f}s: "
+        f"{r['trades_per_s_total']:.0f} trades/s including Spark start-up (first commit after "
+        f"{r['seconds_to_first_commit']:.1f}s); {r['trades_per_s_steady'] or 0:.0f} trades/s "
+        f"between the first and the last of {r['commits']} commits "
+        f"({r['trades_after_first_commit']} trades in {r['seconds_first_to_last_commit']:.1f}s); "
+        f"peak memory {r['peak_rss_mb']:.0f} MB (pipeline {r['peak_rss_mb_pipeline']:.0f} MB, "
+        f"the rest Kafka and PostgreSQL)"
+    ]
+    if r["cpu_seconds_steady"]:  # a span of two samples at least
+        _, per_trade = cpu_per_trade(r["cpu_seconds_steady"], r["trades_after_first_commit"])
+        lines.append(
+            f"CPU between those commits: "
+            f"{cpu_report(r['cpu_seconds_steady'], r['seconds_first_to_last_commit'])}; "
+            f"µs per trade: {per_trade} (20,000 trades/s on {os.cpu_count()} cores allows "
+            f"{r['cpu_us_per_trade_budget']:.0f})"
+        )
+    return lines
