@@ -38,6 +38,7 @@ from stack import (
     produce,
     running_up,
     save,
+    setting_args,
 )
 
 from cryptoflow.config import Settings
@@ -132,12 +133,17 @@ def main() -> None:
         help="records per micro-batch of both pipelines (default: the project's, "
         "CRYPTOFLOW_MAX_OFFSETS_PER_TRIGGER)",
     )  # fmt: skip
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
+        "e.g. --set gold_sync_interval_ms=60000",
+    )  # fmt: skip
     args = ap.parse_args()
     results: dict[str, dict] = {}
     overrides = {}
     if args.max_offsets_per_trigger is not None:
         overrides["max_offsets_per_trigger"] = args.max_offsets_per_trigger
-    with private_stack(**overrides) as s:
+    with private_stack(setting_args(args.set), **overrides) as s:
         t = time.monotonic()
         produce(s, args.trades)
         print(f"bench: produced {args.trades} trades in {time.monotonic() - t:.1f}s", flush=True)
@@ -162,8 +168,8 @@ def main() -> None:
         f"{_x(ratio['peak_rss_mb'])} the peak memory of the stack "
         f"({_x(ratio['peak_rss_mb_pipeline'])} of the pipeline's processes)"
     )
-    result = {"trades": args.trades, "order": list(order), "project": project, "naive": naive,
-              "project_over_naive": ratio}  # fmt: skip
+    result = {"trades": args.trades, "settings": args.set, "order": list(order),
+              "project": project, "naive": naive, "project_over_naive": ratio}  # fmt: skip
     print(f"saved {save('drain', result)}")
 
 

@@ -11,7 +11,9 @@ commit a batch. Before it:
   was (``--first-hop bronze``: Kafka -> ``to_bronze`` -> ``foreachBatch`` appending to Delta
   bronze with the commit ledger, log checkpoints in the background), or Delta's own
   streaming sink (``--first-hop delta-sink``);
-* the new shape (``--one-hop``): one query, Kafka -> the ``foreachBatch``, no Delta at all.
+* the new shape (``--one-hop``): one query, Kafka -> the ``foreachBatch``, no Delta at all;
+  with ``--with-bronze`` the same ``foreachBatch`` then appends the batch's records to Delta
+  bronze (as hop 1 above does), the one Delta write the design cannot leave out.
 
 A producer thread writes ``--rate`` Binance-shaped trade frames a second, ``T`` = now; the
 measured period begins ``--warmup`` seconds after the first row reaches PostgreSQL. The
@@ -27,6 +29,7 @@ and CPU per trade between the first and the last PostgreSQL commit instead.
     .venv/bin/python bench/bench_floor.py --rate 30 --seconds 60 --warmup 20
     .venv/bin/python bench/bench_floor.py --first-hop delta-sink --rate 30 --seconds 60
     .venv/bin/python bench/bench_floor.py --one-hop --rate 30 --seconds 60 --warmup 20
+    .venv/bin/python bench/bench_floor.py --one-hop --with-bronze --rate 30 --seconds 60
     .venv/bin/python bench/bench_floor.py --drain 1000000
     .venv/bin/python bench/bench_floor.py --one-hop --drain 1000000
 """
@@ -128,6 +131,22 @@ class BronzeAppend:
         self.ledger.append(rows, self.path, batch_id)
 
 
+class CopyThenBronze:
+    """The ``foreachBatch`` of ``--one-hop --with-bronze``: the batch read once (cached),
+    COPY into PostgreSQL, then the records appended to Delta bronze."""
+
+    def __init__(self, copy: CopyToPostgres, bronze: BronzeAppend) -> None:
+        self.copy, self.bronze = copy, bronze
+
+    def __call__(self, records: DataFrame, batch_id: int) -> None:
+        records = records.persist()
+        try:
+            self.copy(records, batch_id)
+            self.bronze(records, batch_id)
+        finally:
+            records.unpersist()
+
+
 def _kafka(spark, s) -> DataFrame:
     return spark.readStream.format("kafka").options(**kafka_options(s)).load()
 
@@ -176,6 +195,23 @@ def _start_hops(spark, s, shape: str, dsn: str) -> list[StreamingQuery]:
     """The queries of ``shape`` (``one-hop``, ``bronze`` or ``delta-sink``), started."""
     chk = Path(s.data_dir) / "floor-checkpoints"
     trigger = f"{s.trigger_interval_ms} milliseconds"
+    if shape == "one-hop-bronze":
+        path = s.table_path("bronze")
+        ensure_bronze_table(spark, path)
+        checkpoint_in_background(spark, s, path)
+        handler = CopyThenBronze(
+            CopyToPostgres(dsn),
+            BronzeAppend(path, CommitLedger(query_id_reader(str(chk / "one-hop")))),
+        )
+        one = (
+            to_bronze(_kafka(spark, s))
+            .writeStream.queryName("one-hop")
+            .foreachBatch(handler)
+            .option("checkpointLocation", str(chk / "one-hop"))
+            .trigger(processingTime=trigger)
+            .start()
+        )
+        return [one]
     if shape == "one-hop":
         one = (
             _kafka(spark, s)
@@ -202,6 +238,7 @@ def _start_hops(spark, s, shape: str, dsn: str) -> list[StreamingQuery]:
 
 _SHAPES = {
     "one-hop": "Kafka -> PostgreSQL, one query",
+    "one-hop-bronze": "Kafka -> PostgreSQL, then Delta bronze, one query",
     "bronze": "Kafka -> bronze query -> Delta stream -> PostgreSQL",
     "delta-sink": "Kafka -> Delta sink -> Delta stream -> PostgreSQL",
 }
@@ -317,6 +354,11 @@ def main() -> None:
         help="the new shape: one query, Kafka -> PostgreSQL, no Delta",
     )
     ap.add_argument(
+        "--with-bronze",
+        action="store_true",
+        help="with --one-hop: each batch also appends its records to Delta bronze",
+    )
+    ap.add_argument(
         "--drain",
         type=int,
         default=0,
@@ -326,7 +368,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.one_hop and args.first_hop:
         ap.error("--one-hop has no first hop: give one of --one-hop and --first-hop")
+    if args.with_bronze and not args.one_hop:
+        ap.error("--with-bronze goes with --one-hop")
     shape = "one-hop" if args.one_hop else args.first_hop or "bronze"
+    if args.with_bronze:
+        shape = "one-hop-bronze"
     overrides = {} if args.trigger_ms is None else {"trigger_interval_ms": args.trigger_ms}
     with private_stack(**overrides) as s:
         dsn = admin_dsn(s)

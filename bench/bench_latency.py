@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from stack import cpu_report, percentile, private_stack, running_up, save
+from stack import cpu_report, percentile, private_stack, running_up, save, setting_args
 
 LAT_TRADES = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - trade_time) * 1000
@@ -51,11 +51,16 @@ def main() -> None:
         "--settle", type=float, default=10.0,
         help="seconds after the period before the windows' final values are read",
     )  # fmt: skip
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
+        "e.g. --set gold_sync_interval_ms=60000",
+    )  # fmt: skip
     args = ap.parse_args()
 
     up_args = ("--source", "sim", "--sim-rate", str(args.rate), "--sim-seed", "1",
                "--status-every", "10")  # fmt: skip
-    with private_stack() as s, running_up(s, *up_args) as run:
+    with private_stack(setting_args(args.set)) as s, running_up(s, *up_args) as run:
         up, log, conn = run.proc, run.log, run.conn
         # Warm-up: until the first metrics row is committed, then --warmup more seconds.
         while True:
@@ -86,6 +91,7 @@ def main() -> None:
     spark_share = cpu.get("spark", 0.0) / seconds
     result = {
         "rate": args.rate,
+        "settings": args.set,
         "seconds": seconds,
         "raw_trades": {"rows": len(trades), "p50_ms": percentile(trades, 0.5),
                        "p99_ms": percentile(trades, 0.99)},

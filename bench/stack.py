@@ -37,13 +37,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def setting_args(items: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as ``CRYPTOFLOW_NAME`` variables for ``private_stack``."""
+    environ = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bench: --set {item!r}: expected NAME=VALUE (a settings field)")
+        environ[f"CRYPTOFLOW_{name.strip().upper()}"] = value
+    return environ
+
+
 @contextlib.contextmanager
-def private_stack(**overrides) -> Iterator[Settings]:
-    """Services up in a throwaway data dir (kept with --keep via CRYPTOFLOW_BENCH_KEEP=1)."""
+def private_stack(environ: dict[str, str] | None = None, **overrides) -> Iterator[Settings]:
+    """Services up in a throwaway data dir (kept with --keep via CRYPTOFLOW_BENCH_KEEP=1).
+    ``environ``: settings as ``CRYPTOFLOW_*`` variables (``setting_args``); nothing is read
+    from this process's environment."""
     data_dir = Path(tempfile.mkdtemp(prefix="cryptoflow-bench-"))
     data_dir.chmod(0o755)
     s = load_settings(
-        environ={}, dotenv=None, data_dir=data_dir, kafka_port=free_port(),
+        environ=environ or {}, dotenv=None, data_dir=data_dir, kafka_port=free_port(),
         kafka_controller_port=free_port(), postgres_port=free_port(), sim_port=free_port(),
         **overrides,
     )  # fmt: skip
