@@ -121,6 +121,7 @@ class PipelineBatch:
         self.write_bronze = write_bronze
         self.lengths = window_lengths(settings.window_seconds)
         self._ledger = CommitLedger(app_id)
+        self._bronze_ledger = CommitLedger(app_id)  # its own: the bronze thread uses it
         self._index: KeyIndex | None = None  # silver's keys as of its latest commit
         self._high_water_us: int | None = None  # newest trade time of the earlier batches
         self._collect = _collected_columns()
@@ -147,50 +148,71 @@ class PipelineBatch:
             steps.mark("read")
             if self.write_bronze:  # from the cache, beside the serving path
                 bronze = self._bronze_writer.submit(self._append_bronze, evaluated, batch_id)
-            rows = _candidates(table)
-            classes = classify(rows, self._index, self._lookup(spark, before))
+            batch = self._classify(spark, evaluated, table, before)
             steps.mark("dedup")
-            self._stop_on_failures(table, rows, classes)
-            trades = table.filter(pa.array([c == NEW for c in classes], pa.bool_()))
-            duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
-            positions = _positions(spark, duplicates) if duplicates else None
-            raw = _raw_values(evaluated, positions)
-            others = [i for i, c in enumerate(classes) if c != NEW]
-            quarantined = [
-                self._quarantine_row(r, classes[i], raw)
-                for i, r in zip(
-                    others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True
-                )
-            ]
             served = serve_batch(
-                pipeline_dsn(self.settings), app, batch_id, trades, quarantined,
+                pipeline_dsn(self.settings), app, batch_id, batch.trades, batch.quarantined,
                 self.settings.table_path("gold"), self.lengths,
                 self.settings.mirror_retry_seconds,
             )  # fmt: skip
             steps.mark("postgres")
-            silver_path = self.settings.table_path("silver")
-            self._ledger.append(_new_rows(evaluated, positions), silver_path, batch_id)
-            steps.mark("silver")
-            if quarantined:
-                q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
-                self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
-                steps.mark("quarantine")
+            self._append_silver(spark, evaluated, batch, batch_id, steps)
             if bronze is not None:
                 bronze.result()
                 steps.mark("bronze")
-            # Our commit is the latest (a replay's skipped write: the one it made before).
-            self._index.advance(table_version(spark, silver_path), new_keys(rows, classes).items())
-            late = self._late(trades)
-            self._record(app, batch_id, table, trades, quarantined, served, late,
-                         time.monotonic() - t0, steps)  # fmt: skip
+            late = self._late(batch.trades)
+            self._record(app, batch_id, table, batch, served, late, time.monotonic() - t0, steps)
         finally:
             if bronze is not None and not bronze.done():
                 bronze.exception()  # never leave the cache to a write still reading it
             evaluated.unpersist()
 
+    def _classify(
+        self, spark: SparkSession, evaluated: DataFrame, table: pa.Table, before: int
+    ) -> _Classified:
+        """Deduplicate the collected rows against silver at ``before``; stop on a ``fail``
+        rule; the new trades and the quarantine rows of everything else."""
+        rows = _candidates(table)
+        classes = classify(rows, self._index, self._lookup(spark, before))
+        self._stop_on_failures(table, rows, classes)
+        trades = table.filter(pa.array([c == NEW for c in classes], pa.bool_()))
+        duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
+        positions = _positions(spark, duplicates) if duplicates else None
+        raw = _raw_values(evaluated, positions)
+        others = [i for i, c in enumerate(classes) if c != NEW]
+        quarantined = [
+            self._quarantine_row(r, classes[i], raw)
+            for i, r in zip(
+                others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True
+            )
+        ]
+        return _Classified(rows, classes, trades, positions, quarantined)
+
+    def _append_silver(
+        self,
+        spark: SparkSession,
+        evaluated: DataFrame,
+        batch: _Classified,
+        batch_id: int,
+        steps: _Steps,
+    ) -> None:
+        """Append the new trades to Delta silver and the rejected records to quarantine,
+        each once (the ledger), then move the key index to silver's new version."""
+        silver_path = self.settings.table_path("silver")
+        self._ledger.append(_new_rows(evaluated, batch.positions), silver_path, batch_id)
+        steps.mark("silver")
+        if batch.quarantined:
+            q = spark.createDataFrame(batch.quarantined, QUARANTINE_SCHEMA)
+            self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
+            steps.mark("quarantine")
+        # Our commit is the latest (a replay's skipped write: the one it made before).
+        keys = new_keys(batch.rows, batch.classes).items()
+        self._index.advance(table_version(spark, silver_path), keys)
+
     def _append_bronze(self, evaluated: DataFrame, batch_id: int) -> None:
+        """Every record of the batch into Delta bronze, once (runs in the bronze thread)."""
         rows = bronze_rows(evaluated, datetime.now(UTC))
-        self._ledger.append(rows, self.settings.table_path("bronze"), batch_id)
+        self._bronze_ledger.append(rows, self.settings.table_path("bronze"), batch_id)
 
     def _silver_before(self, spark: SparkSession, batch_id: int) -> int:
         """The silver version this batch classifies against, with ``self._index`` at it.
@@ -264,13 +286,13 @@ class PipelineBatch:
         app: str,
         batch_id: int,
         table: pa.Table,
-        trades: pa.Table,
-        quarantined: list[tuple],
+        batch: _Classified,
         served: Served,
         late: int,
         dt: float,
         steps: _Steps,
     ) -> None:
+        trades, quarantined = batch.trades, batch.quarantined
         names = pc.list_flatten(table.column("failed_expectations"))
         counts = {c["values"]: c["counts"] for c in pc.value_counts(names).to_pylist()}
         warn = {r.name for r in self.rules if r.action == "warn"}
@@ -334,6 +356,16 @@ def _collected_columns() -> list[Column]:
     return [
         F.when(F.col("dropped"), F.col(n)).alias(n) if n == "raw_value" else F.col(n) for n in names
     ]
+
+
+class _Classified(NamedTuple):
+    """A batch after deduplication (``PipelineBatch._classify``)."""
+
+    rows: list[Keyed]
+    classes: list[str]
+    trades: pa.Table  # the new trades, silver's and raw_trades' rows
+    positions: DataFrame | None  # Kafka positions of the duplicates (broadcast), if any
+    quarantined: list[tuple]  # quarantine rows of the rejected records and duplicates
 
 
 class Keyed(NamedTuple):
