@@ -31,6 +31,7 @@ from naive_pipeline import drain_naive
 from naive_pipeline import report as naive_report
 from stack import (
     StackSampler,
+    add_set_option,
     commit_span_sql,
     drain_figures,
     drain_report,
@@ -133,11 +134,7 @@ def main() -> None:
         help="records per micro-batch of both pipelines (default: the project's, "
         "CRYPTOFLOW_MAX_OFFSETS_PER_TRIGGER)",
     )  # fmt: skip
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
-        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
-        "e.g. --set gold_sync_interval_ms=60000",
-    )  # fmt: skip
+    add_set_option(ap)
     args = ap.parse_args()
     results: dict[str, dict] = {}
     overrides = {}

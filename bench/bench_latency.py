@@ -23,7 +23,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from stack import cpu_report, percentile, private_stack, running_up, save, setting_args
+from stack import (
+    add_set_option,
+    cpu_report,
+    percentile,
+    private_stack,
+    running_up,
+    save,
+    setting_args,
+)
 
 LAT_TRADES = """
 SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - trade_time) * 1000
@@ -51,11 +59,7 @@ def main() -> None:
         "--settle", type=float, default=10.0,
         help="seconds after the period before the windows' final values are read",
     )  # fmt: skip
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
-        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
-        "e.g. --set gold_sync_interval_ms=60000",
-    )  # fmt: skip
+    add_set_option(ap)
     args = ap.parse_args()
 
     up_args = ("--source", "sim", "--sim-rate", str(args.rate), "--sim-seed", "1",

@@ -4,6 +4,7 @@ process-tree memory and CPU sampling. Nothing here is timed itself."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -35,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def add_set_option(ap: argparse.ArgumentParser) -> None:
+    """``--set NAME=VALUE`` (repeatable) on a bench's command line (``setting_args``)."""
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
+        "e.g. --set gold_sync_interval_ms=60000",
+    )  # fmt: skip
 
 
 def setting_args(items: list[str]) -> dict[str, str]:
