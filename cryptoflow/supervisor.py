@@ -228,7 +228,7 @@ def run_pipeline(
     from cryptoflow.spark import get_spark
     from expectations.schedule import PeriodicValidation
     from pipelines import job
-    from pipelines.progress import BatchLogger
+    from pipelines.progress import FailureLogger
 
     settings = settings.replace(source=options.source)
     stop_on_signals(stop)
@@ -260,7 +260,7 @@ def run_pipeline(
         if options.pipeline:
             spark = get_spark(settings, "cryptoflow-up")
             stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
-            spark.streams.addListener(BatchLogger())
+            spark.streams.addListener(FailureLogger())
             validation = PeriodicValidation(spark, settings).start()
             runner = StageRunner(job.QUERY, lambda: job.start(spark, settings))
             runner.start()

@@ -57,31 +57,16 @@ def kafka_lag(progress: dict) -> int | None:
     return None
 
 
-class BatchLogger(JsonProgressListener):
-    """Logs each finished batch of the queries it is told about (the pipeline's query logs
-    its own), and every query that fails."""
-
-    def __init__(self, names: Sequence[str] = ()) -> None:
-        self.names = set(names)
+class FailureLogger(JsonProgressListener):
+    """Logs every query that fails, with its first error line (the pipeline's query logs
+    its own line per batch, ``pipelines.batch``). A ``JsonProgressListener``: the progress
+    events it ignores still cross Py4J, once each."""
 
     def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's API)
         pass
 
     def onQueryProgress(self, event) -> None:  # noqa: N802
-        p = event.progress
-        if p.name not in self.names or p.numInputRows == 0:
-            return
-        sink = p.sink.numOutputRows if p.sink is not None else -1
-        lag = kafka_lag(json.loads(p.json))
-        log.info(
-            "%s batch=%d input=%d output=%d quarantined=0 duration_ms=%d lag=%s",
-            p.name,
-            p.batchId,
-            p.numInputRows,
-            sink,
-            (p.durationMs or {}).get("triggerExecution", 0),
-            "-" if lag is None else lag,
-        )
+        pass
 
     def onQueryIdle(self, event) -> None:  # noqa: N802
         pass

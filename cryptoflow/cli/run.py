@@ -61,7 +61,7 @@ class _StopRequest:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from cryptoflow.spark import get_spark
     from pipelines import job
-    from pipelines.progress import BatchLogger, status_line
+    from pipelines.progress import FailureLogger, status_line
 
     unknown = sorted(set(args.stages) - {"all", job.QUERY})
     if unknown:
@@ -71,7 +71,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         )
     spark = get_spark(settings, "cryptoflow-run")
     stop = _StopRequest()  # after the SparkContext, whose SIGINT handler cancels every job
-    spark.streams.addListener(BatchLogger())
+    spark.streams.addListener(FailureLogger())
     query = None
     try:
         if args.available_now:

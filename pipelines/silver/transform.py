@@ -45,8 +45,6 @@ SILVER_COLUMNS = (
 )
 #: Silver columns that can never be NULL (PostgreSQL raw_trades NOT NULL, Delta keys).
 REQUIRED_COLUMNS = SILVER_COLUMNS[:9]
-#: Bronze bookkeeping kept next to the parsed columns for quarantine, ordering and bronze.
-KAFKA_COLUMNS = ("raw_value", "kafka_key", "topic", "kafka_timestamp", "headers")
 
 
 def _ms(ts: Column) -> Column:
