@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -38,18 +38,26 @@ def batch_metadata(app: str, batch: int) -> str:
     return json.dumps({"app": app, "batch": batch})
 
 
-def find_committed_batch(
-    spark: SparkSession, path: str, app: str, batch: int, lookback: int = LOOKBACK
-) -> int | None:
-    """The table version committed by (app, batch) among the last ``lookback`` commits."""
+def commit_metadata(spark: SparkSession, path: str, lookback: int) -> Iterator[tuple[int, dict]]:
+    """(version, ``userMetadata`` as a dict) of the table's last ``lookback`` commits, newest
+    first; commits without JSON-object metadata are left out."""
     history = DeltaTable.forPath(spark, path).history(lookback).select("version", "userMetadata")
     for row in history.collect():
         try:
             meta = json.loads(row.userMetadata or "")
         except ValueError:
             continue
-        if isinstance(meta, dict) and meta.get("app") == app and meta.get("batch") == batch:
-            return row.version
+        if isinstance(meta, dict):
+            yield row.version, meta
+
+
+def find_committed_batch(
+    spark: SparkSession, path: str, app: str, batch: int, lookback: int = LOOKBACK
+) -> int | None:
+    """The table version committed by (app, batch) among the last ``lookback`` commits."""
+    for version, meta in commit_metadata(spark, path, lookback):
+        if meta.get("app") == app and meta.get("batch") == batch:
+            return version
     return None
 
 

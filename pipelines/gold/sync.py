@@ -25,6 +25,7 @@ from cryptoflow.db import connect
 from cryptoflow.errors import first_line
 from pipelines.gold.fold import as_window_sums, fetch_dicts
 from pipelines.gold.transform import GOLD_SCHEMA, finish, gold_frame
+from pipelines.ledger import commit_metadata
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,8 @@ def ensure_gold_table(spark: SparkSession, path: str) -> None:
 
 def copied_change_seq(spark: SparkSession, path: str) -> int:
     """The highest ``change_seq`` a commit of gold says it holds (0: none found)."""
-    history = DeltaTable.forPath(spark, path).history(LOOKBACK).select("userMetadata")
-    for row in history.collect():
-        try:
-            meta = json.loads(row.userMetadata or "")
-        except ValueError:
-            continue
-        if isinstance(meta, dict) and "gold_change_seq" in meta:
+    for _, meta in commit_metadata(spark, path, LOOKBACK):
+        if "gold_change_seq" in meta:
             return int(meta["gold_change_seq"])
     return 0
 
