@@ -42,7 +42,7 @@ from stack import (
     setting_args,
 )
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 #: What marks the pipeline's line per batch in ``cryptoflow up``'s log (``pipelines.batch``).
 _BATCH = " pipelines.batch trades batch="

@@ -62,9 +62,9 @@ from stack import (
     service_pids,
 )
 
-from cryptoflow import db
-from cryptoflow.services.postgres import admin_dsn
-from cryptoflow.spark import get_spark
+from cryptoflow.core import db
+from cryptoflow.core.services.postgres import admin_dsn
+from cryptoflow.core.spark import get_spark
 from pipelines.batch_values import opaque_timestamp
 from pipelines.bronze.source import ensure_bronze_table, kafka_options
 from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze

@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptoflow.config import load_settings  # noqa: E402
-from cryptoflow.jars import KAFKA_JARS, ensure_jars  # noqa: E402
-from cryptoflow.logs import setup_logging  # noqa: E402
-from cryptoflow.services import kafka  # noqa: E402
+from cryptoflow.core.config import load_settings  # noqa: E402
+from cryptoflow.core.jars import KAFKA_JARS, ensure_jars  # noqa: E402
+from cryptoflow.core.logs import setup_logging  # noqa: E402
+from cryptoflow.core.services import kafka  # noqa: E402
 from ingestion.frames import classify, trade_frame  # noqa: E402
 from ingestion.producer import FrameProducer  # noqa: E402
 from ingestion.runner import run_ingestion  # noqa: E402

@@ -1,5 +1,5 @@
 """Delta log listing: ``listFrom`` of Delta's local log store against cryptoflow's
-(``cryptoflow.jvm``) in a ``_delta_log`` of N commits.
+(``cryptoflow.core.jvm``) in a ``_delta_log`` of N commits.
 
 Each commit is four files, as a streaming table writes them on a local disk (the commit,
 its checksum, and Hadoop's hidden checksum of each). The listing starts 100 versions before
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stack import save  # noqa: E402
 
-from cryptoflow.config import load_settings  # noqa: E402
-from cryptoflow.jvm import LOG_STORE  # noqa: E402
-from cryptoflow.spark import get_spark  # noqa: E402
+from cryptoflow.core.config import load_settings  # noqa: E402
+from cryptoflow.core.jvm import LOG_STORE  # noqa: E402
+from cryptoflow.core.spark import get_spark  # noqa: E402
 
 DELTA_LOG_STORE = "io.delta.storage.LocalLogStore"
 

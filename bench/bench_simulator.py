@@ -24,7 +24,7 @@ from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Frame, Opcode  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
 
-from cryptoflow.config import load_settings  # noqa: E402
+from cryptoflow.core.config import load_settings  # noqa: E402
 from ingestion.simulator import SimulatorOptions, start_simulator_process  # noqa: E402
 from tests.conftest import free_port, make_data_dir  # noqa: E402
 

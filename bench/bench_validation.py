@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from pyspark.sql import functions as F
 
-from cryptoflow.config import load_settings
-from cryptoflow.spark import get_spark
+from cryptoflow.core.config import load_settings
+from cryptoflow.core.spark import get_spark
 from expectations.rules import trade_rules
 from pipelines.silver.transform import parse_frames, silver_rows
 from pipelines.silver.validate import apply_rules

@@ -38,10 +38,10 @@ from stack import (
     service_pids,
 )
 
-from cryptoflow.config import Settings, load_settings
-from cryptoflow.db import connect
-from cryptoflow.jars import KAFKA_JARS, SPARK_JARS, JarSet, ensure_jars, jar_paths
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.config import Settings, load_settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.jars import KAFKA_JARS, SPARK_JARS, JarSet, ensure_jars, jar_paths
+from cryptoflow.core.services.postgres import admin_dsn
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -108,8 +108,8 @@ def naive_spark(s: Settings, app_name: str) -> SparkSession:
     (get_spark's own ``spark.jars`` and driver class path cannot take another JAR)."""
     from pyspark.sql import SparkSession
 
-    from cryptoflow.services.process import java_binary
-    from cryptoflow.spark import spark_conf
+    from cryptoflow.core.services.process import java_binary
+    from cryptoflow.core.spark import spark_conf
 
     java = java_binary()  # the environment get_spark sets up
     os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))

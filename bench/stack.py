@@ -25,9 +25,9 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptoflow import db, services  # noqa: E402
-from cryptoflow.config import Settings, load_settings  # noqa: E402
-from cryptoflow.services import kafka, postgres  # noqa: E402
+from cryptoflow.core import db, services  # noqa: E402
+from cryptoflow.core.config import Settings, load_settings  # noqa: E402
+from cryptoflow.core.services import kafka, postgres  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +42,7 @@ def add_set_option(ap: argparse.ArgumentParser) -> None:
     """``--set NAME=VALUE`` (repeatable) on a bench's command line (``setting_args``)."""
     ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
-        help="a setting for this run (a field of cryptoflow.config.Settings), repeatable; "
+        help="a setting for this run (a field of cryptoflow.core.config.Settings), repeatable; "
         "e.g. --set gold_sync_interval_ms=60000",
     )  # fmt: skip
 
@@ -151,7 +151,7 @@ class UpRun:
 @contextlib.contextmanager
 def running_up(s: Settings, *args: str) -> Iterator[UpRun]:
     """``cryptoflow up ARGS`` on the private stack, stopped with Ctrl-C (SIGINT) at the end."""
-    from cryptoflow.db import connect
+    from cryptoflow.core.db import connect
     from cryptoflow.supervisor import child_env, cryptoflow_argv
 
     log = s.data_dir / "up.log"

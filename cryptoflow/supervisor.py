@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 log = logging.getLogger("cryptoflow.up")
 
@@ -208,8 +208,8 @@ def stop_on_signals(stop: threading.Event) -> None:
 def prepare(settings: Settings, progress: Callable[[str], None]) -> list[str]:
     """Services, schema and topic as ``cryptoflow setup`` makes them. Returns the embedded
     services this call started (``up`` stops those again when it stops)."""
-    from cryptoflow import services
-    from cryptoflow.cli.setup import run_steps
+    from cryptoflow.core import services
+    from cryptoflow.provision import run_steps
 
     run_steps(settings, progress=progress, skip=("python dependencies", "services", "schema",
                                                  "kafka topic"))  # fmt: skip
@@ -225,7 +225,7 @@ def run_pipeline(
     progress: Callable[[str], None] = print,
 ) -> None:
     """Run until ``stop`` is set: children and stages supervised, a status line per stage."""
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
     from expectations.schedule import PeriodicValidation
     from pipelines import job
     from pipelines.progress import FailureLogger
@@ -291,7 +291,7 @@ def run_pipeline(
         if spark is not None:
             spark.stop()
         if started_services:
-            from cryptoflow import services
+            from cryptoflow.core import services
 
             services.down(settings, progress, only=tuple(started_services))
         progress("up: stopped; run `cryptoflow up` again to resume from the checkpoints")

@@ -14,7 +14,6 @@ import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,58 +21,20 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import CryptoflowError
 from expectations.docs_assets import assets_dir, localize_site
+from expectations.history import store_run
 from expectations.params import suite_parameters
+from expectations.results import ExpectationOutcome, ValidationRun
 from expectations.suites import read_suite, resolved_suite
+from pipelines.ops.tables import delta_table, read_table
 
 log = logging.getLogger(__name__)
 
 #: Delta table -> the suite that validates it.
 SUITE_OF_TABLE = {"silver": "silver_trades", "gold": "gold_metrics"}
 DATASOURCE = "cryptoflow_lake"
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    """One expectation's result in one run."""
-
-    rule: str
-    action: str
-    type: str
-    success: bool
-    evaluated: int | None  # rows the expectation looked at (GE element_count)
-    unexpected: int | None  # rows that failed it
-    missing: int | None = None  # NULL rows a column-map expectation skipped
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class ValidationRun:
-    """Summary of one checkpoint run (one row of ``dq_results``)."""
-
-    run_id: str
-    table: str
-    suite: str
-    delta_version: int
-    as_of: str | None
-    success: bool
-    rows: int
-    started_at: datetime
-    duration_ms: int
-    docs_index: str | None
-    outcomes: list[ExpectationOutcome] = field(default_factory=list)
-
-    @property
-    def evaluated(self) -> int:
-        return len(self.outcomes)
-
-    @property
-    def failed(self) -> list[ExpectationOutcome]:
-        return [o for o in self.outcomes if not o.success]
 
 
 def gx_root(settings: Settings) -> Path:
@@ -113,7 +74,6 @@ def read_version(
     spark: SparkSession, settings: Settings, table: str, as_of: int | datetime | None
 ) -> tuple[DataFrame, int]:
     """The table at ``as_of`` (latest when None) and the Delta version that is."""
-    from pipelines.ops.tables import delta_table, read_table
 
     commits = delta_table(spark, settings, table).history().select("version", "timestamp")
     if isinstance(as_of, datetime):
@@ -258,7 +218,5 @@ def run_validation(
         table, version, rows, run.success, run.evaluated, len(run.failed), run.duration_ms,
     )  # fmt: skip
     if store:
-        from expectations.history import store_run
-
         store_run(settings, run)
     return run

@@ -6,7 +6,7 @@ dark-mode Bootstrap theme from jsDelivr, and the navbar logo from GE's S3 bucket
 those loads fail and so do GE's inline scripts that call jQuery.
 
 ``cryptoflow setup`` resolves the same libraries as WebJars from Maven Central
-(:data:`DOCS_JARS`, through ``cryptoflow.jars``) and extracts the files the pages use into
+(:data:`DOCS_JARS`, through ``cryptoflow.core.jars``) and extracts the files the pages use into
 ``<jar cache>/docs-assets-<hash>/vendor/<artifact>/<version>/`` (:func:`ensure_docs_assets`).
 After every Data Docs build, :func:`localize_site` copies that folder to the site's
 ``static/vendor/`` and points each page's ``<script src>``, ``<link href>``, ``<img src>`` and
@@ -30,8 +30,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptoflow.errors import ServiceError
-from cryptoflow.jars import JarSet, ensure_jars
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.jars import JarSet, ensure_jars
 
 log = logging.getLogger(__name__)
 

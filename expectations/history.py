@@ -8,16 +8,15 @@ from datetime import datetime
 
 import psycopg2
 
-from cryptoflow import db
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
-from expectations.checkpoint import ValidationRun
+from cryptoflow.core import db
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.services.postgres import pipeline_dsn
+from expectations.results import ValidationRun
 
 
 def store_run(settings: Settings, run: ValidationRun) -> None:
     """Insert ``run`` through the pipeline's writer login."""
-    from cryptoflow.services.postgres import pipeline_dsn
-
     conn = db.connect(pipeline_dsn(settings))
     try:
         with conn, conn.cursor() as cur:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ConfigError
 from pipelines.gold.transform import window_lengths
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from expectations.params import suite_parameters
 from expectations.suites import SuiteError, read_suite
 from expectations.translate import TABLE_LEVEL, to_sql

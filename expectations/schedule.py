@@ -12,8 +12,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import first_line
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import first_line
+from expectations.checkpoint import run_validation
 
 log = logging.getLogger(__name__)
 TABLES = ("silver", "gold")
@@ -27,9 +28,8 @@ class PeriodicValidation:
         validate: Callable[..., object] | None = None,
         interval_s: float | None = None,
     ):
-        if validate is None:
-            from expectations.checkpoint import run_validation as validate
-        self.spark, self.settings, self.validate = spark, settings, validate
+        self.spark, self.settings = spark, settings
+        self.validate = run_validation if validate is None else validate
         self.interval_s = settings.dq_interval_minutes * 60.0 if interval_s is None else interval_s
         self.runs = 0
         self.errors = 0

@@ -17,7 +17,7 @@ from typing import Any
 from great_expectations.core import ExpectationSuite
 from great_expectations.expectations.expectation import Expectation
 
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.errors import CryptoflowError
 from expectations.params import Param
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from ingestion.frames import rest_trade_frame
 from ingestion.gaps import Gap, GapTracker
 from ingestion.producer import FrameProducer

@@ -30,8 +30,8 @@ from contextlib import AbstractAsyncContextManager
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import CryptoflowError
 from ingestion.frames import Frame
 from ingestion.status import IngestStats
 

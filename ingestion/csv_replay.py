@@ -18,8 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ConfigError
 from ingestion.frames import INVALID_HEADER, trade_frame
 from ingestion.producer import FrameProducer
 from ingestion.status import IngestStats, StatusLine

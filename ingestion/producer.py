@@ -24,8 +24,8 @@ from collections import deque
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ServiceError
 from ingestion.status import IngestStats
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import CryptoflowError
 
 log = logging.getLogger(__name__)
 

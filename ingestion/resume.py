@@ -7,8 +7,8 @@ import uuid
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ServiceError
 from ingestion.frames import INVALID_HEADER, classify
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptoflow.config import Settings
-from cryptoflow.services import kafka
+from cryptoflow.core.config import Settings
+from cryptoflow.core.services import kafka
 from ingestion import csv_replay
 from ingestion.backfill import Backfiller, gaps_topic
 from ingestion.connection import Supervisor

@@ -36,10 +36,10 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.errors import CryptoflowError
-from cryptoflow.services.postgres import pipeline_dsn
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.services.postgres import pipeline_dsn
 from pipelines.bronze.transform import bronze_rows
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import first_line
-from cryptoflow.services.postgres import pipeline_dsn
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import first_line
+from cryptoflow.core.services.postgres import pipeline_dsn
+from expectations.rules import trade_rules, unique_key_rule
 from pipelines.batch import PipelineBatch
 from pipelines.bronze.source import ensure_bronze_table, kafka_stream
 from pipelines.gold.sync import GoldSync, ensure_gold_table
@@ -27,6 +28,7 @@ from pipelines.ledger import query_id_reader
 from pipelines.log_checkpoints import checkpoint_in_background
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
+from pipelines.progress import stop_between_batches
 from pipelines.silver.tables import ensure_tables
 from pipelines.silver.validate import Rule, validated
 
@@ -90,8 +92,6 @@ def start(
     batch function is ``query.handler`` (its ``stats``), the gold copier ``query.gold``:
     call ``query.gold.stop()`` after the query stops to bring Delta gold up to date."""
     if rules is None or unique_rule is None:
-        from expectations.rules import trade_rules, unique_key_rule
-
         rules = trade_rules(settings) if rules is None else rules
         unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
     ensure_lake(spark, settings)
@@ -120,7 +120,6 @@ def start(
 def stop(query: StreamingQuery, timeout_s: float = 30.0) -> None:
     """Stop ``query`` between micro-batches, then bring Delta gold up to date (best effort:
     a failure is logged, and the next start's copier catches up)."""
-    from pipelines.progress import stop_between_batches
 
     stop_between_batches([query], timeout_s)
     try:

@@ -19,8 +19,8 @@ import time
 
 from pyspark.sql import SparkSession
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import first_line
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import first_line
 
 log = logging.getLogger(__name__)
 

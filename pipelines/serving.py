@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.csv
 from psycopg2 import sql
 
-from cryptoflow.db import connect
-from cryptoflow.errors import ServiceError, first_line
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import ServiceError, first_line
 
 log = logging.getLogger(__name__)
 

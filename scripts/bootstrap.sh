@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what cryptoflow still needs on a Debian machine, and nothing that is already there:
-#   system packages: a Java 17+ JDK (its javac builds cryptoflow/jvm), Maven, PostgreSQL
+#   system packages: a Java 17+ JDK (its javac builds cryptoflow/core/jvm), Maven, PostgreSQL
 #                    server binaries (only when missing), plus, with --test, the packages
 #                    listed in .ci/apt-packages.txt;
 #   uv (from PyPI, when missing) and the locked Python dependencies (uv sync --frozen).

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow import db, services
-from cryptoflow.config import Settings, load_settings
-from cryptoflow.jars import KAFKA_JARS, SPARK_JARS, ensure_jars
-from cryptoflow.services import kafka, postgres
+from cryptoflow.core import db, services
+from cryptoflow.core.config import Settings, load_settings
+from cryptoflow.core.jars import KAFKA_JARS, SPARK_JARS, ensure_jars
+from cryptoflow.core.services import kafka, postgres
 
 
 def free_port() -> int:
@@ -89,7 +89,7 @@ def settings() -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def spark(settings: Settings):
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
 
     session = get_spark(settings, "cryptoflow-tests")
     yield session

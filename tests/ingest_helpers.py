@@ -15,8 +15,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from cryptoflow.config import Settings
-from cryptoflow.services import kafka
+from cryptoflow.core.config import Settings
+from cryptoflow.core.services import kafka
 from ingestion.frames import INVALID_HEADER, rest_trade_frame
 from ingestion.producer import FrameProducer
 from ingestion.runner import run_ingestion

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from confluent_kafka import Producer
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.services import kafka
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import kafka
+from cryptoflow.core.services.postgres import admin_dsn
 
 # Trades a little in the past, so latencies stay within the expectation suite's bounds.
 BASE_MS = int(time.time() * 1000) - 20_000

@@ -10,9 +10,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.services import postgres
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import postgres
 from cryptoflow.supervisor import child_env
 from tests.conftest import free_port
 

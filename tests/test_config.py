@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.config import load_settings, mask_dsn, settings_help, to_json
-from cryptoflow.errors import ConfigError
+from cryptoflow.cli.config import to_json
+from cryptoflow.core.config import load_settings, mask_dsn, settings_help
+from cryptoflow.core.errors import ConfigError
 
 
 def test_defaults_are_the_three_symbols_and_live_binance():
@@ -115,7 +116,7 @@ def test_readme_settings_table_matches_the_code():
 def test_every_field_has_a_parsed_type_and_survives_to_env():
     from dataclasses import fields
 
-    from cryptoflow.config import Settings
+    from cryptoflow.core.config import Settings
 
     for f in fields(Settings):
         assert f.type in {"int", "bool", "Path", "list[str]", "str"}, f"{f.name}: {f.type}"
@@ -124,7 +125,7 @@ def test_every_field_has_a_parsed_type_and_survives_to_env():
 
 
 def test_kafka_cluster_ids_never_look_like_options():
-    from cryptoflow.services.kafka import _cluster_id
+    from cryptoflow.core.services.kafka import _cluster_id
 
     ids = [_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

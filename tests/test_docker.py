@@ -13,9 +13,9 @@ import psycopg2
 import pytest
 from psycopg2.extensions import parse_dsn
 
-from cryptoflow.config import read_dotenv
-from cryptoflow.db import connect
-from cryptoflow.services import postgres
+from cryptoflow.core.config import read_dotenv
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def test_setup_creates_external_logins_with_least_privilege(settings, unique):
 
 @pytest.mark.integration
 def test_external_login_without_password_is_a_clear_error(settings, unique):
-    from cryptoflow.errors import ServiceError
+    from cryptoflow.core.errors import ServiceError
 
     admin = postgres.admin_dsn(settings)
     p = parse_dsn(admin)
@@ -150,15 +150,15 @@ def test_dockerfile_installs_like_setup_does():
     assert "cryptoflow setup\n" in entrypoint and 'exec cryptoflow "$@"' in entrypoint
 
 
-def test_setup_jars_only_stops_after_the_jar_steps():
-    from cryptoflow.cli.setup import _steps
+def test_setup_jars_only_stops_after_the_jarsetup_steps():
+    from cryptoflow.provision import setup_steps
     from tests.conftest import make_settings
 
     settings = make_settings(Path("/nonexistent-data-dir"))
     external = settings.replace(kafka_bootstrap_servers="kafka:9092")
-    assert [name for name, _ in _steps(external, jars_only=True)] == [
+    assert [name for name, _ in setup_steps(external, jars_only=True)] == [
         "java", "python dependencies", "spark jars", "hadoop local file system", "docs assets",
     ]  # fmt: skip
-    assert [name for name, _ in _steps(settings, jars_only=True)][-2:] == [
+    assert [name for name, _ in setup_steps(settings, jars_only=True)][-2:] == [
         "kafka jars", "docs assets",
     ]  # fmt: skip

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from cryptoflow.cli import build_parser
-from cryptoflow.services.postgres import reader_dsn
+from cryptoflow.core.services.postgres import reader_dsn
 from expectations.checkpoint import parse_as_of, run_validation
 from expectations.history import recent_runs
 from expectations.rules import trade_rules

@@ -7,9 +7,9 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from cryptoflow.db import connect
-from cryptoflow.services import kafka
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import kafka
+from cryptoflow.core.services.postgres import admin_dsn
 from tests.conftest import wait_until
 from tests.dq_corpus import Case, corpus, duplicate_of, payload, wrap
 

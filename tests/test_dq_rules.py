@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cryptoflow.config import load_settings
+from cryptoflow.core.config import load_settings
 from expectations.params import sql_literal, suite_parameters
 from expectations.rules import metrics_rules, trade_rules, unique_key_rule
 from expectations.suites import SuiteError, read_suite, resolved_suite
@@ -223,7 +223,7 @@ def test_unknown_parameter_and_untranslatable_query_are_errors(tmp_path):
 
 
 def test_bad_min_trade_time_setting_is_a_config_error():
-    from cryptoflow.errors import ConfigError
+    from cryptoflow.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="CRYPTOFLOW_DQ_MIN_TRADE_TIME='2017/01/01'"):
         trade_rules(base_settings(dq_min_trade_time="2017/01/01"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cryptoflow.config import load_settings
+from cryptoflow.core.config import load_settings
 from expectations.schedule import PeriodicValidation
 from tests.conftest import wait_until
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from cryptoflow.supervisor import child_env, cryptoflow_argv
 from ingestion.simulator import SimulatorOptions, read_record, start_simulator_process
 from tests.conftest import free_port, wait_until

@@ -9,8 +9,8 @@ import sys
 import pytest
 from confluent_kafka import Producer
 
-from cryptoflow import db, services
-from cryptoflow.services import kafka, postgres
+from cryptoflow.core import db, services
+from cryptoflow.core.services import kafka, postgres
 from tests.conftest import make_data_dir, make_settings
 
 pytestmark = pytest.mark.integration
@@ -182,7 +182,7 @@ def test_port_in_use_is_a_clear_error(settings):
 
 
 def test_unreachable_external_postgres_is_reported(settings):
-    from cryptoflow.errors import ServiceError
+    from cryptoflow.core.errors import ServiceError
 
     with pytest.raises(
         ServiceError,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from delta.tables import DeltaTable
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from pipelines import job
 from pipelines.bronze.transform import BRONZE_SCHEMA
 from pipelines.gold.transform import GOLD_SCHEMA, METRIC_COLUMNS

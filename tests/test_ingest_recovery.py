@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.services import kafka
+from cryptoflow.core.services import kafka
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.runner import run_simulator_in_thread, start_simulator_process
 from tests.conftest import free_port, make_data_dir, make_settings, wait_until

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import KafkaError
 from websockets.exceptions import ConnectionClosedError
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from ingestion.connection import SendLimiter, Supervisor, backoff_delays, combined_stream_url
 from ingestion.csv_replay import parse_line, symbol_of, to_millis
 from ingestion.frames import UNKNOWN_KEY, Frame, classify, rest_trade_frame, trade_frame

@@ -1,4 +1,4 @@
-"""cryptoflow.jvm: Spark's ``file:`` paths use the java.nio file system, which behaves like
+"""cryptoflow.core.jvm: Spark's ``file:`` paths use the java.nio file system, which behaves like
 Hadoop's for permissions and links and starts no process; Delta's ``file:`` tables use the
 log store whose listing equals Delta's own."""
 
@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from cryptoflow.jvm import FILE_CONTEXT, FILE_SYSTEM, LOG_STORE, local_fs_jar
+from cryptoflow.core.jvm import FILE_CONTEXT, FILE_SYSTEM, LOG_STORE, local_fs_jar
 
 
 def _hadoop(spark):
@@ -135,7 +135,7 @@ def test_delta_uses_the_log_store_for_local_tables(spark, tmp_path):
 def test_without_javac_or_with_broken_sources_spark_keeps_hadoops_own(
     settings, tmp_path, monkeypatch, caplog
 ):
-    import cryptoflow.jvm as jvm_module
+    import cryptoflow.core.jvm as jvm_module
 
     delta_storage = jvm_module._delta_storage_jar(settings.jar_cache)
     monkeypatch.setattr(jvm_module, "_delta_storage_jar", lambda _cache: delta_storage)
@@ -146,7 +146,7 @@ def test_without_javac_or_with_broken_sources_spark_keeps_hadoops_own(
     broken = tmp_path / "Broken.java"
     broken.write_text("package io.cryptoflow.hadoop; public class Broken { nonsense }")
     monkeypatch.setattr(jvm_module, "SOURCES", [broken])
-    with caplog.at_level("WARNING", logger="cryptoflow.jvm"):
+    with caplog.at_level("WARNING", logger="cryptoflow.core.jvm"):
         assert local_fs_jar(tmp_path / "b") is None
     assert "javac could not build" in caplog.text
     assert not list((tmp_path / "b").rglob("*.jar"))

@@ -11,9 +11,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from cryptoflow.cli import main
-from cryptoflow.db import connect
-from cryptoflow.services import kafka
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import kafka
+from cryptoflow.core.services.postgres import admin_dsn
 from pipelines.ops.batches import attach_recorder, record_batch
 from pipelines.ops.maintain import MaintenanceError, maintain
 from pipelines.ops.tables import TableError, history, run_query

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.config import load_settings
+from cryptoflow.core.config import load_settings
 from pipelines.ops.batches import kafka_lag, latency_percentiles, progress_numbers
 from pipelines.ops.checkpoints import (
     CheckpointConflict,

@@ -7,7 +7,7 @@ from datetime import UTC
 import pytest
 from pyspark.sql import functions as F
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from pipelines import job
 from tests.conftest import wait_until
 from tests.pipeline_helpers import (

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from cryptoflow import db
-from cryptoflow.services import postgres
+from cryptoflow.core import db
+from cryptoflow.core.services import postgres
 from pipelines import job
 from tests.conftest import free_port, make_data_dir, wait_until
 from tests.pipeline_helpers import (

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pyarrow as pa
 from psycopg2 import sql
 
-from cryptoflow.db import connect
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.db import connect
+from cryptoflow.core.services.postgres import admin_dsn
 from pipelines.serving import UpsertSpec, mirror
 
 COLUMNS = ("k", "price", "at", "flag", "n", "note")

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from pyspark.sql import functions as F
 
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.errors import ConfigError
 from pipelines.bronze.transform import BRONZE_SCHEMA
 from pipelines.serving import copy_value
 from pipelines.silver.dedup import KeyIndex, classify, new_keys

@@ -20,7 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from cryptoflow.cli import main as cli_main
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from ingestion.simulator import (
     SimulatorOptions,
     read_record,

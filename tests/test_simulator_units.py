@@ -12,7 +12,7 @@ import pytest
 
 from cryptoflow.cli import build_parser
 from cryptoflow.cli.simulate import options_from_args
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.errors import ConfigError
 from ingestion.simulator import control, frames
 from ingestion.simulator.faults import IdSkipper, MalformedInjector
 from ingestion.simulator.feed import SymbolFeed

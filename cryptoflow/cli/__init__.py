@@ -9,9 +9,9 @@ import importlib
 import logging
 import sys
 
-from cryptoflow.config import load_settings
-from cryptoflow.errors import CryptoflowError
-from cryptoflow.logs import setup_logging
+from cryptoflow.core.config import load_settings
+from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.logs import setup_logging
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def _checked(args: argparse.Namespace, s: Settings) -> tuple[str, int, int, int]
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptoflow.core.services.postgres import reader_dsn
     from cryptoflow.dashboard.data import Source, Window
     from cryptoflow.dashboard.server import DashboardServer
-    from cryptoflow.services.postgres import reader_dsn
 
     host, port, minutes, refresh = _checked(args, settings)
     source = Source(reader_dsn(settings), Window(minutes, settings.window_seconds))

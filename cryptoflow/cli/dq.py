@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ COLUMNS = (
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.services.postgres import reader_dsn
+    from cryptoflow.core.services.postgres import reader_dsn
     from expectations.history import recent_runs
     from pipelines.ops.render import render
 

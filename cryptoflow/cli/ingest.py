@@ -7,8 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
-from cryptoflow.config import SOURCES, Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import SOURCES, Settings
+from cryptoflow.core.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryptoflow.config import TABLES, Settings
+from cryptoflow.core.config import TABLES, Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
     from pipelines.ops.maintain import check_retention, maintain
     from pipelines.ops.render import render
 

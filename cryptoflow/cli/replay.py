@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
     from pipelines.ops.batches import attach_recorder
     from pipelines.ops.replay import replay
 

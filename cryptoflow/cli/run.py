@@ -7,8 +7,8 @@ import logging
 import signal
 import time
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError, first_line
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ConfigError, first_line
 
 log = logging.getLogger("cryptoflow.run")
 
@@ -59,7 +59,7 @@ class _StopRequest:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
     from pipelines import job
     from pipelines.progress import FailureLogger, status_line
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from cryptoflow import services
-from cryptoflow.config import Settings
-from cryptoflow.jars import KAFKA_JARS, ensure_jars
+from cryptoflow.core import services
+from cryptoflow.core.config import Settings
+from cryptoflow.core.jars import KAFKA_JARS, ensure_jars
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ import logging
 import signal
 from pathlib import Path
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from ingestion.simulator.options import SimulatorOptions
 
 log = logging.getLogger("cryptoflow.simulator")
@@ -210,7 +210,7 @@ async def _serve(settings: Settings, options: SimulatorOptions, status_every: fl
     try:
         await sim.start()
     except OSError as e:
-        from cryptoflow.errors import ServiceError
+        from cryptoflow.core.errors import ServiceError
 
         raise ServiceError(
             f"simulator cannot listen on {options.host}:{options.port}: {e.strerror}; "

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

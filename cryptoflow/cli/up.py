@@ -6,8 +6,8 @@ import argparse
 import threading
 from pathlib import Path
 
-from cryptoflow.config import SOURCES, Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import SOURCES, Settings
+from cryptoflow.core.errors import ConfigError
 from cryptoflow.supervisor import UpOptions, run_pipeline
 
 

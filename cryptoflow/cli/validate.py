@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.spark import get_spark
+    from cryptoflow.core.spark import get_spark
     from expectations.checkpoint import parse_as_of, run_validation
 
     as_of = parse_as_of(args.as_of)  # a bad value fails before Spark starts

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from cryptoflow.core.db import connect
 from cryptoflow.dashboard.queries import FRESHNESS, TABLE_EXISTS, VIEWS, View
-from cryptoflow.db import connect
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg2
 
+from cryptoflow.core.errors import CryptoflowError, first_line
 from cryptoflow.dashboard.data import Source
-from cryptoflow.errors import CryptoflowError, first_line
 
 log = logging.getLogger(__name__)
 PAGE = files("cryptoflow.dashboard").joinpath("page.html")

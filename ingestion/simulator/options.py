@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ServiceError
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.server import Simulator
 

@@ -22,7 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from ingestion.simulator import control, frames
 from ingestion.simulator.connection import SimConnection, http_response
 from ingestion.simulator.faults import IdSkipper, MalformedInjector

@@ -8,7 +8,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamReader
 
-from cryptoflow.config import Settings
+from cryptoflow.core.config import Settings
 from pipelines.bronze.transform import BRONZE_SCHEMA, to_bronze
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 

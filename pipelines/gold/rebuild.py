@@ -15,9 +15,9 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.services.postgres import admin_dsn
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.services.postgres import admin_dsn
 from pipelines.gold.fold import ADDED, METRICS_SPEC
 from pipelines.gold.sync import ensure_gold_table
 from pipelines.gold.transform import (

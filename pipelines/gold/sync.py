@@ -21,8 +21,8 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from cryptoflow.db import connect
-from cryptoflow.errors import first_line
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import first_line
 from pipelines.gold.fold import as_window_sums, fetch_dicts
 from pipelines.gold.transform import GOLD_SCHEMA, finish, gold_frame
 from pipelines.ledger import commit_metadata

@@ -27,10 +27,10 @@ import psycopg2
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.errors import CryptoflowError, first_line
-from cryptoflow.services.postgres import pipeline_dsn
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import CryptoflowError, first_line
+from cryptoflow.core.services.postgres import pipeline_dsn
 from pipelines.progress import JsonProgressListener
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import CryptoflowError
 
 log = logging.getLogger(__name__)
 OWNER_FILE = "_cryptoflow_owner.json"

@@ -20,8 +20,8 @@ from typing import TypeVar
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from cryptoflow.config import TABLES, Settings
-from cryptoflow.errors import CryptoflowError
+from cryptoflow.core.config import TABLES, Settings
+from cryptoflow.core.errors import CryptoflowError
 from pipelines.ops.tables import table_path
 
 log = logging.getLogger(__name__)

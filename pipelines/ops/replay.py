@@ -29,14 +29,22 @@ from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.errors import CryptoflowError
-from cryptoflow.services.postgres import admin_dsn
-from cryptoflow.services.process import pid_alive
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.services.postgres import admin_dsn
+from cryptoflow.core.services.process import pid_alive
+from expectations.rules import trade_rules, unique_key_rule
+from pipelines.batch import PipelineBatch
+from pipelines.bronze.source import bronze_stream
+from pipelines.gold.rebuild import rebuild_gold
+from pipelines.job import run_batches
+from pipelines.ledger import query_id_reader
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, local_path, read_owner
 from pipelines.ops.tables import history, version_range
 from pipelines.serving import UpsertSpec, copy_upsert
+from pipelines.silver.tables import QUARANTINE, RAW_TRADES
+from pipelines.silver.validate import validated
 
 LIVE_QUERY = "trades"  # pipelines.job.QUERY (imported lazily: ops is below the job)
 REBUILD = "replay-silver"
@@ -178,12 +186,6 @@ def clear_silver(spark: SparkSession, settings: Settings, start: int | None) -> 
 def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -> int:
     """Run the pipeline's batch function over bronze (from version ``start``) until it has
     processed bronze as it is now; returns the batches run."""
-    from expectations.rules import trade_rules, unique_key_rule
-    from pipelines.batch import PipelineBatch
-    from pipelines.bronze.source import bronze_stream
-    from pipelines.job import run_batches
-    from pipelines.ledger import query_id_reader
-    from pipelines.silver.validate import validated
 
     ensure_checkpoint_owner(settings, REBUILD, *job_io(settings, REBUILD))
     checkpoint = settings.checkpoint_path(REBUILD)
@@ -208,7 +210,6 @@ def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -
 
 def _silver_specs() -> list[tuple[UpsertSpec, str, str]]:
     """(spec with update=True, Delta table, scope column) of the tables silver serves."""
-    from pipelines.silver.tables import QUARANTINE, RAW_TRADES
 
     return [
         (replace(RAW_TRADES, update=True), "silver", "symbol"),
@@ -269,7 +270,6 @@ def replay(
     force: bool = False,
 ) -> ReplayResult:
     """Rebuild ``stage`` (silver or gold) from its source; see the module doc."""
-    from pipelines.gold.rebuild import rebuild_gold
 
     if stage not in SOURCE_OF:
         raise ReplayError(f"cannot replay {stage!r}: replay rebuilds silver or gold")

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptoflow.config import Settings
-from cryptoflow.db import connect
-from cryptoflow.errors import CryptoflowError
-from cryptoflow.services.postgres import reader_dsn
+from cryptoflow.core import services as svc
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.services.postgres import reader_dsn
 from pipelines.ops.checkpoints import list_checkpoints
 from pipelines.ops.render import render
 
@@ -58,8 +59,7 @@ def _number(value: Any) -> Any:
 
 
 def snapshot(settings: Settings, services: Sequence[Any] | None = None) -> str:
-    """One screen of status text. ``services`` defaults to ``cryptoflow.services.status``."""
-    from cryptoflow import services as svc
+    """One screen of status text. ``services`` defaults to ``cryptoflow.core.services.status``."""
 
     now = datetime.now(UTC)
     lines = [f"cryptoflow status  {now.isoformat(timespec='seconds')}", "", "services"]

@@ -12,8 +12,8 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cryptoflow.config import TABLES, Settings
-from cryptoflow.errors import CryptoflowError, first_line
+from cryptoflow.core.config import TABLES, Settings
+from cryptoflow.core.errors import CryptoflowError, first_line
 
 
 class TableError(CryptoflowError):

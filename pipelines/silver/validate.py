@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from cryptoflow.errors import ConfigError, first_line
+from cryptoflow.core.errors import ConfigError, first_line
 from pipelines.silver.transform import REQUIRED_COLUMNS, parse_frames
 
 ACTIONS = ("warn", "drop", "fail")

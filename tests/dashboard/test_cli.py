@@ -8,7 +8,7 @@ import pytest
 
 from cryptoflow.cli import build_parser
 from cryptoflow.cli.dashboard import _checked, run
-from cryptoflow.errors import ConfigError, ServiceError
+from cryptoflow.core.errors import ConfigError, ServiceError
 from tests.conftest import free_port, make_settings
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.db import connect
-from cryptoflow.services import postgres
+from cryptoflow.core.db import connect
+from cryptoflow.core.services import postgres
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "docker" / "grafana" / "dashboards"
 BUCKET_S = 5  # what $__interval becomes in these tests

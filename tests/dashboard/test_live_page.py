@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from cryptoflow.core.services import postgres
 from cryptoflow.dashboard.data import Source, Window, shape_chart
 from cryptoflow.dashboard.queries import VIEWS
-from cryptoflow.services import postgres
 from tests.cdp import headless_page
 from tests.conftest import free_port, make_data_dir, wait_until
 
@@ -45,7 +45,7 @@ def test_shape_chart_groups_in_order_keeps_decimals_exact_and_drops_null_values(
 
 
 def _tables_present(settings) -> set[str]:
-    from cryptoflow.db import connect
+    from cryptoflow.core.db import connect
 
     with connect(postgres.admin_dsn(settings)) as conn, conn.cursor() as cur:
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")

@@ -23,7 +23,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.jars import SPARK_JARS, artifact_name, jar_paths
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ def _hadoop_api_jar() -> Path:
 
 
 def _delta_storage_jar(cache: Path) -> Path:
-    from cryptoflow.jars import SPARK_JARS, artifact_name, jar_paths
 
     jars = [j for j in jar_paths(cache, SPARK_JARS) if artifact_name(j) == "delta-storage"]
     if not jars:

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
-from cryptoflow.jars import KAFKA_JARS, jar_paths
-from cryptoflow.services.process import (
+from cryptoflow.core.config import Settings
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.jars import KAFKA_JARS, jar_paths
+from cryptoflow.core.services.process import (
     ensure_port_free,
     java_binary,
     pid_alive,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptoflow.errors import ServiceError
+from cryptoflow.core.errors import ServiceError
 
 MIN_JAVA = 17
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from cryptoflow.errors import ConfigError
+from cryptoflow.core.errors import ConfigError
 
 PREFIX = "CRYPTOFLOW_"
 SOURCES = ("binance", "sim", "csv")
@@ -259,9 +258,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def as_public_dict(self) -> dict[str, Any]:
-        """The resolved configuration for ``cryptoflow config``, secrets masked."""
-        from cryptoflow.services.postgres import pipeline_dsn  # local: avoids an import cycle
-
+        """The resolved configuration for ``cryptoflow config``, secrets masked (the DSNs
+        of the embedded logins are the services' to resolve: ``cryptoflow config`` adds them)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -274,7 +272,7 @@ class Settings:
                 "bootstrap_servers": self.bootstrap_servers,
                 "topic": self.kafka_topic,
             },
-            "postgres": {"embedded": self.embedded_postgres, "dsn": mask_dsn(pipeline_dsn(self))},
+            "postgres": {"embedded": self.embedded_postgres},
             "spark_master": self.spark_master,
             "lake_root": self.lake,
             "tables": {t: self.table_path(t) for t in TABLES},
@@ -401,7 +399,3 @@ def settings_help() -> list[tuple[str, str, str]]:
             default = ",".join(default)
         rows.append((PREFIX + f.name.upper(), str(default), f.metadata["doc"]))
     return rows
-
-
-def to_json(settings: Settings) -> str:
-    return json.dumps(settings.as_public_dict(), indent=2)

@@ -9,10 +9,10 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from cryptoflow.config import Settings
-from cryptoflow.jars import spark_classpath
-from cryptoflow.jvm import local_fs_conf, local_fs_jar
-from cryptoflow.services.process import java_binary
+from cryptoflow.core.config import Settings
+from cryptoflow.core.jars import spark_classpath
+from cryptoflow.core.jvm import local_fs_conf, local_fs_jar
+from cryptoflow.core.services.process import java_binary
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
             "FileSystemBasedCheckpointFileManager"
         )
     nio_fs = local_fs_jar(s.jar_cache) if s.spark_master.startswith("local") else None
-    if nio_fs is not None:  # no process per file; a cheap _delta_log listing (cryptoflow.jvm)
+    if nio_fs is not None:  # no process per file; a cheap _delta_log listing (cryptoflow.core.jvm)
         conf.update(local_fs_conf(nio_fs, s.jar_cache))
     return conf
 

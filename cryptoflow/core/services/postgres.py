@@ -17,9 +17,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cryptoflow.config import Settings
-from cryptoflow.errors import ServiceError
-from cryptoflow.services.process import ensure_port_free, port_open, wait_for
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import parse_dsn
+
+from cryptoflow.core.config import Settings
+from cryptoflow.core.db import connect
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.services.process import ensure_port_free, port_open, wait_for
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
@@ -202,9 +207,6 @@ def start(s: Settings) -> bool:
 
 
 def _ensure_database(s: Settings) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
     pw = credentials(s)[ADMIN_USER]
     conn = psycopg2.connect(
         host=HOST, port=s.postgres_port, user=ADMIN_USER, password=pw, dbname="postgres"
@@ -221,9 +223,6 @@ def _ensure_database(s: Settings) -> None:
 
 def ensure_login_roles(s: Settings) -> None:
     """Create the embedded app and analyst logins inside the migration's group roles."""
-    import psycopg2
-    from psycopg2 import sql
-
     creds = credentials(s)
     with psycopg2.connect(admin_dsn(s)) as conn, conn.cursor() as cur:
         for user, group in ((APP_USER, "cryptoflow_writer"), (ANALYST_USER, "cryptoflow_reader")):
@@ -243,11 +242,6 @@ def ensure_external_logins(s: Settings) -> list[str]:
     """On an external server, create (or re-password) the logins named by the pipeline and
     reader DSNs inside cryptoflow_writer / cryptoflow_reader, using the admin DSN. A DSN whose
     user is the admin itself is left alone. Returns the logins it ensured."""
-    from psycopg2 import sql
-    from psycopg2.extensions import parse_dsn
-
-    from cryptoflow.db import connect
-
     admin_user = parse_dsn(admin_dsn(s)).get("user")
     wanted = [(s.postgres_dsn, "cryptoflow_writer"), (s.postgres_reader_dsn, "cryptoflow_reader")]
     ensured: list[str] = []

@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from cryptoflow.config import Settings, mask_dsn
-from cryptoflow.services import kafka, postgres
+from cryptoflow.core import db
+from cryptoflow.core.config import Settings, mask_dsn
+from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.services import kafka, postgres
 
 Progress = Callable[[str], None]
 
@@ -66,9 +68,6 @@ def down(
 
 def status(s: Settings) -> list[ServiceStatus]:
     """Health of each service, embedded or external."""
-    from cryptoflow import db
-    from cryptoflow.errors import ServiceError
-
     mode = "embedded" if s.embedded_kafka else "external"
     k_ok = kafka.healthy(s, timeout=3)
     k_detail = f"{s.bootstrap_servers} " + ("answers metadata requests" if k_ok else "unreachable")

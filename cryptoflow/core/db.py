@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
-from cryptoflow.config import mask_dsn
-from cryptoflow.errors import ServiceError, first_line
+from cryptoflow.core.config import mask_dsn
+from cryptoflow.core.errors import ServiceError, first_line
 
 log = logging.getLogger(__name__)
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # A fixed key so that two processes applying migrations at once take turns.
 _LOCK_KEY = 0x63F10
