@@ -18,6 +18,7 @@ COMMANDS = (
     "setup",
     "services",
     "config",
+    "psql",
     "run",
     "up",
     "dashboard",
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_through", False):  # only `psql` forwards them
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         settings = load_settings()
         setup_logging("DEBUG" if args.verbose else settings.log_level)
