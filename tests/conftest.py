@@ -2,6 +2,12 @@
 
 The whole test session shares one embedded Kafka broker, one PostgreSQL cluster and one
 local Spark session; tests isolate themselves by topic, table path and checkpoint names.
+
+Every test that uses those (the ``settings`` or ``spark`` fixture, directly or through another
+fixture) is marked ``integration`` here, so ``pytest -m "not integration"`` runs the pure tests
+only, without starting Kafka, PostgreSQL or a JVM. A test that starts services or Spark by
+itself (a ``cryptoflow up`` subprocess, say) carries ``pytest.mark.integration`` explicitly; a
+pure run fails any test that leaves such a process of its own behind (``_no_services_guard``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,69 @@ from cryptoflow.core import db, services
 from cryptoflow.core.config import Settings, load_settings
 from cryptoflow.core.jars import KAFKA_JARS, SPARK_JARS, ensure_jars
 from cryptoflow.core.services import kafka, postgres
+
+# Fixtures that start the session's Kafka broker and PostgreSQL cluster (``settings``) or its
+# Spark JVM (``spark``); fixtures built on them inherit them through ``item.fixturenames``.
+SERVICE_FIXTURES = frozenset({"settings", "spark"})
+
+# Set in this process's environment, so every process the session starts inherits it: the
+# pure-run guard tells this session's JVMs and PostgreSQL from anyone else's by it.
+SESSION_TOKEN_VAR = "PYTEST_CRYPTOFLOW_SESSION"  # not CRYPTOFLOW_*: no setting
+os.environ[SESSION_TOKEN_VAR] = uuid.uuid4().hex
+# Process names that mean a service or Spark was started: Kafka and Spark are JVMs.
+SERVICE_PROCESSES = frozenset({"java", "postgres", "postmaster"})
+
+
+_PURE_RUN = pytest.StashKey[bool]()
+_REPORTED = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[_PURE_RUN] = not any(
+        item.get_closest_marker("integration") for item in session.items
+    )
+    session.config.stash[_REPORTED] = set()
+
+
+def session_service_processes() -> set[str]:
+    """``pid name`` of the running JVMs and PostgreSQL servers this test session started."""
+    token = f"{SESSION_TOKEN_VAR}={os.environ[SESSION_TOKEN_VAR]}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name in SERVICE_PROCESSES and token in (entry / "environ").read_bytes().split(b"\0"):
+                found.add(f"{entry.name} {name}")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_services_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In a run without integration tests, fail the test after which a JVM or PostgreSQL of
+    this session is running: it starts services or Spark, so it must be marked integration."""
+    yield
+    if not request.config.stash.get(_PURE_RUN, False) or not Path("/proc").is_dir():
+        return
+    reported = request.config.stash[_REPORTED]
+    new = session_service_processes() - reported
+    if new:
+        reported |= new
+        pytest.fail(
+            f"a test outside the integration mark started {', '.join(sorted(new))}: mark it "
+            "pytest.mark.integration (or use the settings/spark fixtures)",
+            pytrace=False,
+        )
 
 
 def free_port() -> int:
