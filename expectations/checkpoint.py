@@ -79,7 +79,7 @@ def read_version(
     if isinstance(as_of, datetime):
         naive_utc = as_of.astimezone(UTC).replace(tzinfo=None)
         commits = commits.where(F.col("timestamp") <= F.lit(naive_utc))
-    version = commits.agg(F.max("version")).first()[0]
+    version = commits.agg(F.max("version")).take(1)[0][0]
     if version is None:
         raise CryptoflowError(f"{table} has no version at or before {as_of}")
     if isinstance(as_of, int):

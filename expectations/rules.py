@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cryptoflow.core.config import Settings
 from expectations.params import suite_parameters
-from expectations.suites import SuiteError, read_suite
+from expectations.suites import SuiteError, action_of, read_suite, rule_of
 from expectations.translate import TABLE_LEVEL, to_sql
 
 TRADES_SUITE = "silver_trades"
@@ -29,7 +29,7 @@ def row_rules(settings: Settings, suite_name: str) -> list[RowRule]:
     """Every row-level expectation of ``suite_name`` as a ``RowRule``, in suite order."""
     params = suite_parameters(settings)
     return [
-        RowRule(e.meta["rule"], to_sql(e, params), e.meta["action"])
+        RowRule(rule_of(e), to_sql(e, params), action_of(e))
         for e in read_suite(suite_name).expectations
         if e.expectation_type not in TABLE_LEVEL
     ]
@@ -52,5 +52,5 @@ def unique_key_rule(settings: Settings) -> RowRule:
     """
     for e in read_suite(TRADES_SUITE).expectations:
         if e.expectation_type == "expect_compound_columns_to_be_unique":
-            return RowRule(e.meta["rule"], "TRUE", e.meta["action"])
+            return RowRule(rule_of(e), "TRUE", action_of(e))
     raise SuiteError(f"suite {TRADES_SUITE!r} has no expect_compound_columns_to_be_unique")

@@ -135,8 +135,10 @@ def resolved_suite(
 
 
 def rule_of(expectation: Expectation) -> str:
-    return expectation.meta["rule"]
+    """``meta.rule`` of an expectation of a suite from ``read_suite`` (which checked it)."""
+    return (expectation.meta or {})["rule"]
 
 
 def action_of(expectation: Expectation) -> str:
-    return expectation.meta["action"]
+    """``meta.action`` of an expectation of a suite from ``read_suite`` (which checked it)."""
+    return (expectation.meta or {})["action"]

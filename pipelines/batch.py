@@ -173,6 +173,7 @@ class PipelineBatch:
         """Deduplicate the collected rows against silver at ``before``; stop on a ``fail``
         rule; the new trades and the quarantine rows of everything else."""
         rows = _candidates(table)
+        assert self._index is not None  # _silver_before set it for this batch
         classes = classify(rows, self._index, self._lookup(spark, before))
         self._stop_on_failures(table, rows, classes)
         trades = table.filter(pa.array([c == NEW for c in classes], pa.bool_()))
@@ -207,6 +208,7 @@ class PipelineBatch:
             steps.mark("quarantine")
         # Our commit is the latest (a replay's skipped write: the one it made before).
         keys = new_keys(batch.rows, batch.classes).items()
+        assert self._index is not None  # _silver_before set it for this batch
         self._index.advance(table_version(spark, silver_path), keys)
 
     def _append_bronze(self, evaluated: DataFrame, batch_id: int) -> None:
@@ -243,6 +245,7 @@ class PipelineBatch:
         if not trades.num_rows:
             return 0
         times = pc.cast(trades.column("trade_time"), pa.int64())
+        assert self._high_water_us is not None  # __call__ reads it before the first batch
         watermark = self._high_water_us - self.settings.watermark_seconds * 1_000_000
         late = pc.sum(pc.less(times, watermark)).as_py() or 0
         self._high_water_us = max(self._high_water_us, pc.max(times).as_py())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -39,6 +40,14 @@ QUERY = "trades"
 #: Spark 4.1.1's Kafka source fails the first batch after a restart from an uncommitted batch
 #: with this NPE in ``KafkaMicroBatchStream.metrics`` (SPARK-55271); starting again works.
 SPARK_55271 = 'because the return value of "scala.Option.get()" is null'
+
+
+class PipelineQuery(StreamingQuery):
+    """What ``start`` returns, for the type checker: PySpark's own ``StreamingQuery`` object
+    (not an instance of this class) with the batch function and the gold copier set on it."""
+
+    handler: PipelineBatch  # the foreachBatch function: its ``stats``
+    gold: GoldSync  # the copier of folded windows into Delta gold
 
 
 def ensure_lake(spark: SparkSession, settings: Settings) -> None:
@@ -76,7 +85,7 @@ def run_batches(
     else:
         writer = writer.trigger(processingTime=f"{trigger_interval_ms} milliseconds")
     query = writer.start()
-    query.handler = handler  # type: ignore[attr-defined]
+    query.handler = handler  # type: ignore[attr-defined]  # read back through PipelineQuery
     return query
 
 
@@ -86,14 +95,13 @@ def start(
     available_now: bool = False,
     rules: Sequence[Rule] | None = None,
     unique_rule: Rule | None = None,
-) -> StreamingQuery:
+) -> PipelineQuery:
     """Start the query (``available_now``: what Kafka holds now, then stop). Rules default
     to the expectation suite's (``expectations.rules``); tests may pass their own. The
     batch function is ``query.handler`` (its ``stats``), the gold copier ``query.gold``:
     call ``query.gold.stop()`` after the query stops to bring Delta gold up to date."""
-    if rules is None or unique_rule is None:
-        rules = trade_rules(settings) if rules is None else rules
-        unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
+    rules = trade_rules(settings) if rules is None else rules
+    unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
     ensure_lake(spark, settings)
     ensure_checkpoint_owner(settings, QUERY, *job_io(settings, QUERY))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
@@ -101,10 +109,13 @@ def start(
     handler = PipelineBatch(settings, rules, unique_rule, query_id_reader(checkpoint), QUERY)
     source = validated(kafka_stream(spark, settings), rules)
     gold = gold_sync(spark, settings)
-    query = run_batches(
-        source, handler, checkpoint, QUERY, available_now, settings.trigger_interval_ms
+    query = cast(
+        PipelineQuery,
+        run_batches(
+            source, handler, checkpoint, QUERY, available_now, settings.trigger_interval_ms
+        ),
     )
-    query.gold = gold if available_now else gold.start()  # type: ignore[attr-defined]
+    query.gold = gold if available_now else gold.start()
     log.info(
         "%s started topic=%s bronze=%s windows=%s watermark_s=%d rules=%d",
         QUERY,
@@ -117,7 +128,7 @@ def start(
     return query
 
 
-def stop(query: StreamingQuery, timeout_s: float = 30.0) -> None:
+def stop(query: PipelineQuery, timeout_s: float = 30.0) -> None:
     """Stop ``query`` between micro-batches, then bring Delta gold up to date (best effort:
     a failure is logged, and the next start's copier catches up)."""
 
@@ -136,7 +147,7 @@ def hit_spark_55271(query: StreamingQuery) -> bool:
 
 def drain(
     spark: SparkSession, settings: Settings, should_stop: Callable[[], bool] = lambda: False
-) -> StreamingQuery:
+) -> PipelineQuery:
     """Process what Kafka holds now, bring Delta gold up to date, and return the finished
     query (raises its error; restarts once after SPARK-55271, as ``cryptoflow run`` does).
     ``should_stop`` ends the wait early (Ctrl-C)."""
@@ -150,6 +161,7 @@ def drain(
             continue
         break
     stop(query)
-    if query.exception() is not None:
-        raise query.exception()
+    err = query.exception()
+    if err is not None:
+        raise err
     return query

@@ -66,7 +66,7 @@ def query_id_reader(checkpoint: str) -> Callable[[SparkSession], str]:
     checkpoint gets a new id, so its batch numbers never collide with older ones."""
 
     def read(spark: SparkSession) -> str:
-        text = spark.read.text(f"{checkpoint.rstrip('/')}/metadata").first().value
+        text = spark.read.text(f"{checkpoint.rstrip('/')}/metadata").take(1)[0].value
         return json.loads(text)["id"]
 
     return read

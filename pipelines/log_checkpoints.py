@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import first_line
+from pipelines.jvm import jvm
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ class LogCheckpointer(threading.Thread):
         return self.spark.sparkContext._jsc is not None
 
     def _maybe_checkpoint(self, path: str) -> None:
-        jvm = self.spark.sparkContext._jvm
-        delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+        delta_log = jvm(self.spark).org.apache.spark.sql.delta.DeltaLog.forTable(
             self.spark._jsparkSession, path
         )
         last = self._paths[path]
@@ -112,12 +112,13 @@ class LogCheckpointer(threading.Thread):
         started = time.monotonic()
         delta_log.checkpoint()  # the snapshot it checkpoints may be newer than ``version``
         info = delta_log.readLastCheckpointFile()
-        self._paths[path] = info.get().version() if info.isDefined() else version
+        done: int = info.get().version() if info.isDefined() else version
+        self._paths[path] = done
         self.checkpoints += 1
         log.info(
             "delta log checkpoint table=%s version=%d commits_since_last=%d duration_ms=%d",
             path,
-            self._paths[path],
-            self._paths[path] - last,
+            done,
+            done - last,
             (time.monotonic() - started) * 1000,
         )

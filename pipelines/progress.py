@@ -27,6 +27,8 @@ class JsonProgressListener(StreamingQueryListener):
             from pyspark import SparkContext
 
             jvm = SparkContext._jvm
+            if jvm is None:  # PySpark asks for it only when adding the listener to a session
+                raise RuntimeError("no running Spark context to register the listener with")
             self._jlistenerobj = jvm.PythonStreamingQueryListenerWrapper(_JsonEvents(self))
         return self._jlistenerobj
 

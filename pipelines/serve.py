@@ -52,7 +52,8 @@ def serve_batch(
         )
         if cur.fetchone() is not None:
             return Served(replayed=True)
-        new, windows = 0, []
+        new = 0
+        windows: list[dict[str, Any]] = []
         if len(trades):
             stage = stage_rows(cur, RAW_TRADES, trades)
             new, windows = fold_trades(cur, RAW_TRADES.columns, stage, lake, lengths)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -95,7 +95,7 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> io.StringIO:
     return buf
 
 
-Rows = Sequence[Sequence[Any]] | pa.Table
+Rows: TypeAlias = Sequence[Sequence[Any]] | pa.Table
 
 
 def _copy_into(

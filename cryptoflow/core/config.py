@@ -305,8 +305,9 @@ def mask_dsn(dsn: str) -> str:
     )
 
 
-def _parse(name: str, raw: str, kind: str) -> Any:
-    """Convert an environment string to the field's type (``kind`` is the annotation text)."""
+def _parse(name: str, raw: str, kind: object) -> Any:
+    """Convert an environment string to the field's type (``kind`` is the annotation text:
+    ``dataclasses.Field.type`` is a string under ``from __future__ import annotations``)."""
     text = raw.strip()
     try:
         if kind == "int":
@@ -394,7 +395,9 @@ def settings_help() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting, for docs and ``--help``."""
     rows = []
     for f in fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default: object = f.default
+        if callable(f.default_factory):  # not dataclasses.MISSING
+            default = f.default_factory()
         if isinstance(default, list):
             default = ",".join(default)
         rows.append((PREFIX + f.name.upper(), str(default), f.metadata["doc"]))

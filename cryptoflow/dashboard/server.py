@@ -32,7 +32,7 @@ class DashboardServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]  # server_address may be bytes, typeshed says
         return f"http://{host}:{port}/"
 
 

@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import TABLES, Settings
 from cryptoflow.core.errors import CryptoflowError
+from pipelines.jvm import jvm
 from pipelines.ops.tables import table_path
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def with_retries(what: str, attempts: int, action: Callable[[], T]) -> T:
 
 
 def _file_count(spark: SparkSession, path: str) -> int:
-    return DeltaTable.forPath(spark, path).detail().first().numFiles
+    return DeltaTable.forPath(spark, path).detail().take(1)[0].numFiles
 
 
 def _quoted(path: str) -> str:
@@ -98,14 +99,14 @@ def _quoted(path: str) -> str:
 
 
 def _missing_properties(spark: SparkSession, path: str, wanted: dict[str, str]) -> dict[str, str]:
-    current = DeltaTable.forPath(spark, path).detail().first().properties or {}
+    current = DeltaTable.forPath(spark, path).detail().take(1)[0].properties or {}
     return {k: v for k, v in wanted.items() if current.get(k) != v}
 
 
 def _closed_partitions(spark: SparkSession, path: str) -> str | None:
     """A filter on the partitions no stream writes any more (date partitions before today,
     UTC), or None for an unpartitioned table (compacted whole)."""
-    detail = DeltaTable.forPath(spark, path).detail().first()
+    detail = DeltaTable.forPath(spark, path).detail().take(1)[0]
     columns = list(detail.partitionColumns or [])
     if not columns:
         return None
@@ -116,7 +117,7 @@ def _closed_partitions(spark: SparkSession, path: str) -> str | None:
 
 
 def _idle_seconds(spark: SparkSession, path: str) -> float:
-    last = DeltaTable.forPath(spark, path).history(1).select("timestamp").first().timestamp
+    last = DeltaTable.forPath(spark, path).history(1).select("timestamp").take(1)[0].timestamp
     return time.time() - last.timestamp()
 
 
@@ -187,7 +188,7 @@ def _vacuum(spark: SparkSession, table: DeltaTable, hours: int, override_check: 
     if not override_check:
         table.vacuum(float(hours))
         return
-    previous = spark.conf.get(key, "true")
+    previous = spark.conf.get(key, "true") or "true"  # typed Optional; not with a default
     spark.conf.set(key, "false")
     try:
         table.vacuum(float(hours))
@@ -201,8 +202,7 @@ def _count_data_files(spark: SparkSession, path: str) -> int:
     Walks the partition folders only: ``_delta_log`` and hidden files are skipped by name
     before anything reads them, since a concurrent writer creates and renames temporary
     files there (a recursive listing failed on one that vanished while being listed)."""
-    jvm = spark._jvm
-    root = jvm.org.apache.hadoop.fs.Path(path)
+    root = jvm(spark).org.apache.hadoop.fs.Path(path)
     fs = root.getFileSystem(spark._jsc.hadoopConfiguration())
     count, folders = 0, [root]
     while folders:

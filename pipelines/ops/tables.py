@@ -85,7 +85,7 @@ def version_range(spark: SparkSession, settings: Settings, name: str) -> tuple[i
         .history()
         .agg(F.min("version").alias("lo"), F.max("version").alias("hi"))
     )
-    row = versions.first()
+    row = versions.take(1)[0]
     return row.lo, row.hi
 
 

@@ -18,13 +18,26 @@ Key = tuple[str, int]
 
 
 class Candidate(Protocol):
-    """What classification reads of a row (a collected ``Row`` has these fields)."""
+    """What classification reads of a row (a collected ``Row`` has these fields). A row
+    with no symbol or trade id cannot be stored in silver, so it is ``dropped``."""
 
-    symbol: str | None
-    trade_id: int | None
-    dropped: bool
-    kafka_partition: int
-    kafka_offset: int
+    @property
+    def symbol(self) -> str | None: ...
+    @property
+    def trade_id(self) -> int | None: ...
+    @property
+    def dropped(self) -> bool: ...
+    @property
+    def kafka_partition(self) -> int: ...
+    @property
+    def kafka_offset(self) -> int: ...
+
+
+def key_of(row: Candidate) -> Key:
+    """The (symbol, trade_id) of a row that is not ``dropped``."""
+    if row.symbol is None or row.trade_id is None:
+        raise ValueError(f"a row that is not dropped has no key: {row}")
+    return row.symbol, row.trade_id
 
 
 @dataclass
@@ -60,11 +73,7 @@ def classify(
     record by (partition, offset) wins, a rejected record never shadows a valid one, so a
     replay classifies identically.
     """
-    candidates = {
-        (r.symbol, r.trade_id)
-        for r in rows
-        if not r.dropped and index.may_hold((r.symbol, r.trade_id))
-    }
+    candidates = {key for key in (key_of(r) for r in rows if not r.dropped) if index.may_hold(key)}
     in_silver = lookup(candidates) if candidates else set()
     order = sorted(
         range(len(rows)),
@@ -74,10 +83,11 @@ def classify(
     seen: set[Key] = set()
     for i in order:
         r = rows[i]
-        key = (r.symbol, r.trade_id)
         if r.dropped:
             classes[i] = REJECTED
-        elif key in seen or key in in_silver:
+            continue
+        key = key_of(r)
+        if key in seen or key in in_silver:
             classes[i] = DUPLICATE
         else:
             seen.add(key)
@@ -88,6 +98,9 @@ def new_keys(rows: Sequence[Candidate], classes: Sequence[str]) -> Mapping[str, 
     """Highest new trade id per symbol of a classified batch."""
     high: dict[str, int] = {}
     for r, c in zip(rows, classes, strict=True):
-        if c == NEW and r.trade_id > high.get(r.symbol, -1):
-            high[r.symbol] = r.trade_id
+        if c != NEW:
+            continue
+        symbol, trade_id = key_of(r)
+        if trade_id > high.get(symbol, -1):
+            high[symbol] = trade_id
     return high

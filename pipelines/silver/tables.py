@@ -25,6 +25,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from pipelines.jvm import jvm
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 from pipelines.serving import UpsertSpec
 from pipelines.silver.dedup import Key, KeyIndex
@@ -96,9 +97,9 @@ def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -
 def table_version(spark: SparkSession, path: str) -> int:
     """The table's latest version, from a listing of its log (no Spark job, unlike
     ``history``)."""
-    jvm = spark._jvm
-    delta_log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    return delta_log.update(False, jvm.scala.Option.empty(), jvm.scala.Option.empty()).version()
+    view = jvm(spark)
+    delta_log = view.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    return delta_log.update(False, view.scala.Option.empty(), view.scala.Option.empty()).version()
 
 
 def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:

@@ -23,9 +23,14 @@ UNSTORABLE = "silver_schema"
 
 
 class Rule(Protocol):
-    name: str
-    expression: str
-    action: str
+    """A row-level rule, e.g. ``expectations.rules.RowRule`` (read-only: a frozen dataclass)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def expression(self) -> str: ...
+    @property
+    def action(self) -> str: ...
 
 
 def check_rules(rules: Sequence[Rule], sample: DataFrame) -> None:
