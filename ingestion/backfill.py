@@ -147,15 +147,18 @@ class Backfiller:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            gap, detected_ms = item
-            if isinstance(gap, str):  # a probe: it may turn into a gap
+            queued, detected_ms = item
+            gap: Gap | None = None
+            if isinstance(queued, str):  # a probe: it may turn into a gap
                 try:
-                    gap = self._probe(gap)
+                    gap = self._probe(queued)
                 finally:
-                    if gap is None:
+                    if gap is None:  # found nothing (or failed): the probe is done
                         self._done()
                 if gap is None:
                     continue
+            else:
+                gap = queued
             outcome = GapOutcome(
                 gap.symbol, gap.first, gap.last, gap.size, detected_at_ms=detected_ms
             )

@@ -30,6 +30,9 @@ from ingestion.status import IngestStats
 
 log = logging.getLogger(__name__)
 
+#: Record headers as ingestion writes them. confluent_kafka's stub asks for a
+#: list[tuple[str, str | bytes | None]], and a list is invariant, so mypy rejects ours,
+#: which the library takes as it is: the ``produce`` calls ignore that arg-type error.
 Headers = list[tuple[str, bytes]]
 #: A frame whose delivery failed: (topic, key, value, timestamp_ms, headers).
 Failed = tuple[str, bytes | None, bytes | None, int, Headers]
@@ -121,7 +124,7 @@ class FrameProducer:
         while self._failed and not self.fatal:
             topic, key, value, ts, headers = self._failed[0]
             try:
-                self._producer.produce(topic, value, key, timestamp=ts, headers=headers)
+                self._producer.produce(topic, value, key, timestamp=ts, headers=headers)  # type: ignore[arg-type]
             except BufferError:
                 return
             except KafkaException as e:  # e.g. the topic was deleted under us
@@ -136,7 +139,7 @@ class FrameProducer:
     ) -> bool:
         """Hand one frame to the producer; False when the bounded buffer is full."""
         try:
-            self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)
+            self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)  # type: ignore[arg-type]
             self.produced += 1
             return True
         except BufferError:
@@ -173,7 +176,7 @@ class FrameProducer:
         """
         while True:
             try:
-                self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)
+                self._producer.produce(topic, value, key, timestamp=timestamp_ms, headers=headers)  # type: ignore[arg-type]
                 self.produced_blocking += 1  # only ever one blocking producer thread at a time
                 return
             except BufferError:

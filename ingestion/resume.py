@@ -101,19 +101,25 @@ def _scan(
         if not msgs:
             raise ServiceError(f"timed out reading {topic}[{partition}] at offset {start}")
         for msg in msgs:
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
+            error = msg.error()
+            if error is not None:
+                if error.code() == -191:  # _PARTITION_EOF
                     done = True
                     break
-                raise ServiceError(f"reading {topic}[{partition}]: {msg.error()}")
-            if msg.offset() >= end - 1:
+                raise ServiceError(f"reading {topic}[{partition}]: {error}")
+            offset = msg.offset()
+            if offset is None or offset == OFFSET_INVALID:
+                break
+            if offset >= end - 1:
                 done = True
-            if msg.offset() >= end or msg.offset() == OFFSET_INVALID:
+            if offset >= end:
                 break
             headers = dict(msg.headers() or [])
             if INVALID_HEADER in headers or headers.get("source") not in wanted_sources:
                 continue
-            frame = classify(msg.value())
-            if frame.trade_id is not None and frame.trade_id > best.get(frame.symbol, -1):
+            frame = classify(msg.value() or b"")  # no value (a tombstone): not a trade
+            if frame.symbol is None or frame.trade_id is None:
+                continue
+            if frame.trade_id > best.get(frame.symbol, -1):
                 best[frame.symbol] = frame.trade_id
     return best

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ingestion.simulator.frames import TRADE_TEMPLATE, AggTrade, Trade
 from ingestion.simulator.ids import IdStore
 from ingestion.simulator.market import OrderBlock, SymbolMarket, SymbolSpec, format_units
@@ -53,7 +55,7 @@ class SymbolFeed:
         trades (only ``max_trades`` cuts an order short, so the output never depends on
         how the clock split the work)."""
         symbol = self.symbol
-        remaining = float("inf") if self.max_trades is None else self.max_trades - self.generated
+        remaining = sys.maxsize if self.max_trades is None else self.max_trades - self.generated
         block, i = self._block, self._order
         offsets, sells, delays, starts = (
             block.offset_ms, block.is_buyer_maker, block.event_delay_ms, block.fill_start

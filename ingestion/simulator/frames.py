@@ -107,7 +107,7 @@ _LONG = struct.Struct(">BBQ").pack
 
 def encode_frames(events: list[tuple[str, str]], is_combined: bool) -> list[bytes]:
     """WebSocket frames of ``(stream, payload)`` events, wrapped when ``is_combined``."""
-    out = []
+    out: list[bytes] = []
     append = out.append
     if is_combined:
         prefixes: dict[str, str] = {}

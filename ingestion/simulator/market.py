@@ -159,7 +159,7 @@ class SymbolMarket:
         order_of_fill = np.repeat(np.arange(n), counts)
         steps = rng.random(n_fills) < WALK_PROBABILITY
         steps[starts[:-1]] = False  # the first fill takes the best price
-        walked = np.cumsum(steps)
+        walked: np.ndarray = np.cumsum(steps)  # numpy's stubs leave the dtype unsolved
         level = walked - walked[starts[:-1]][order_of_fill]  # ticks deeper within the order
         depth = level[starts[1:] - 1]  # how far each order walked the book
         # the mid follows a random walk and is pushed by orders that walked the book

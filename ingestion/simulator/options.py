@@ -40,9 +40,9 @@ class SimulatorOptions:
     shutdown_every: float | None = None  # send serverShutdown this often (seconds)
     shutdown_grace: float = 1.0  # seconds between serverShutdown and closing the connection
 
-    def resolve(self, settings: Settings) -> SimulatorOptions:
+    def resolve(self, settings: Settings) -> ResolvedOptions:
         """Fill host, port and symbols from ``settings`` and validate everything."""
-        resolved = SimulatorOptions(
+        resolved = ResolvedOptions(
             **{
                 **{f.name: getattr(self, f.name) for f in fields(self)},
                 "host": self.host or settings.sim_host,
@@ -97,3 +97,12 @@ class SimulatorOptions:
                 continue
             args += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
         return args
+
+
+@dataclass(frozen=True)
+class ResolvedOptions(SimulatorOptions):
+    """``SimulatorOptions.resolve``'s result: host, port and symbols are filled in."""
+
+    host: str = ""
+    port: int = 0
+    symbols: tuple[str, ...] = ()

@@ -50,8 +50,12 @@ class Simulator:
         self.seed = self.options.seed if self.options.seed is not None else random.randrange(2**32)
         self.specs = [spec_for(s) for s in self.options.symbols]
         self.ids = IdStore(settings.data_dir)
-        self.trades = {s.symbol: History(self.options.retention) for s in self.specs}
-        self.aggs = {s.symbol: History(self.options.retention) for s in self.specs}
+        self.trades: dict[str, History[frames.Trade]] = {
+            s.symbol: History(self.options.retention) for s in self.specs
+        }
+        self.aggs: dict[str, History[frames.AggTrade]] = {
+            s.symbol: History(self.options.retention) for s in self.specs
+        }
         self.rest = RestApi(
             self.specs,
             self.trades,
@@ -69,7 +73,7 @@ class Simulator:
         self._client_seen = asyncio.Event()
         self.port = 0
         self.started_at = 0.0
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self._server: Server | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -83,7 +87,7 @@ class Simulator:
             {"pong_delay": opts.pong_delay, "message_limit": opts.message_limit},
         )
         self._server = await serve(
-            self._handle_ws,
+            self._handle_ws,  # type: ignore[arg-type]  # create_connection: SimConnections
             opts.host,
             opts.port,
             process_request=self._process_request,
@@ -174,8 +178,8 @@ class Simulator:
         by_symbol_agg: dict[str, list[frames.AggTrade]] = collections.defaultdict(list)
         for a in aggs:
             by_symbol_agg[a.symbol].append(a)
-        for symbol, rows in by_symbol_agg.items():
-            self.aggs[symbol].extend(rows)
+        for symbol, agg_rows in by_symbol_agg.items():
+            self.aggs[symbol].extend(agg_rows)
         self.counters["trades_generated"] += len(trades)
         if self.connections or self.skipper.run or self.malformed.every:
             events = self._events(trades, aggs)  # faults advance without listeners too
@@ -283,7 +287,8 @@ class Simulator:
         return http_response(r.status, r.body, r.headers)
 
     async def _handle_ws(self, conn: SimConnection) -> None:
-        combined, streams = control.streams_from_path(conn.request.path) or (False, [])
+        path = conn.request.path if conn.request is not None else ""  # set by the handshake
+        combined, streams = control.streams_from_path(path) or (False, [])
         conn.subs.combined = combined
         conn.subs.add(streams)
         self.connections.add(conn)
