@@ -1,8 +1,12 @@
 # The two commands of the README: `make up` runs the pipeline, `make test` runs the tests.
 # Each first installs whatever this machine still lacks (scripts/bootstrap.sh).
+# `make check` is the contributor's quick loop: lint, types and the pure tests, no services.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: up test lint bootstrap
+.PHONY: up test check lint bootstrap
+
+# The packages mypy checks (pyproject's [tool.mypy]).
+TYPED := cryptoflow ingestion pipelines expectations
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -14,7 +18,16 @@ up: bootstrap
 test:
 	@scripts/bootstrap.sh --test
 	$(UV) run ruff check .
+	$(UV) run mypy $(TYPED)
 	$(UV) run pytest
+
+# Everything but the tests that start Kafka, PostgreSQL or Spark (pytest -m integration).
+check:
+	@scripts/bootstrap.sh --test
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(TYPED)
+	$(UV) run pytest -m "not integration"
 
 lint: bootstrap
 	$(UV) run ruff check .

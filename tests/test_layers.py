@@ -14,8 +14,15 @@ PACKAGES = ("cryptoflow", "ingestion", "expectations", "pipelines")
 LAYERS = (
     ("ground", ("cryptoflow.core",)),
     ("stages", ("ingestion", "expectations", "pipelines")),
-    ("operator", ("cryptoflow.provision", "cryptoflow.supervisor", "cryptoflow.dashboard",
-                  "cryptoflow.console")),  # fmt: skip
+    (
+        "operator",
+        (
+            "cryptoflow.provision",
+            "cryptoflow.supervisor",
+            "cryptoflow.dashboard",
+            "cryptoflow.console",
+        ),
+    ),
     ("commands", ("cryptoflow.cli", "cryptoflow.__main__")),
 )
 # Layers whose modules may import lazily (so `cryptoflow --help` does not load Spark).
