@@ -226,8 +226,9 @@ class Supervisor:
                     continue
                 # the primary session ended: find out why, back off, reconnect
                 session = self.primary
-                if isinstance(session.task.exception(), CryptoflowError):
-                    raise session.task.exception()  # e.g. the producer failed for good
+                failure = session.task.exception()
+                if isinstance(failure, CryptoflowError):
+                    raise failure  # e.g. the producer failed for good
                 error = _task_error(session.task)
                 if session.frames:  # it worked for a while: start the backoff over
                     delays = backoff_delays(

@@ -67,7 +67,7 @@ class StreamIngestor:
                     frame.invalid,
                     stats.invalid,
                 )
-        else:
+        elif frame.symbol is not None and frame.trade_id is not None:  # a trade: it has both
             gap, duplicate = self.tracker.observe(frame.symbol, frame.trade_id)
             if duplicate:
                 stats.duplicates += 1
