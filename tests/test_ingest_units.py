@@ -326,7 +326,8 @@ def test_failed_delivery_with_a_full_buffer_does_not_block_the_callback():
         assert not callback.is_alive()
         assert p.stats.delivery_errors == 1
         p.poll(0)  # still no room: the failed frame waits, counted as buffered, not lost
-        assert p.buffered == 2
+        # len(librdkafka) also counts protocol requests queued for the absent broker
+        assert len(p._failed) == 1 and p.buffered >= 2
 
 
 def test_failed_delivery_is_produced_again_once_there_is_room():
@@ -334,5 +335,6 @@ def test_failed_delivery_is_produced_again_once_there_is_room():
         assert p.try_produce("trades", b"ETHUSDT", GOOD, 1, [])
         p._on_delivery(TIMED_OUT, FailedDelivery())
         p.poll(0)
-        assert len(p._producer) == 2 and p.buffered == 2  # back in librdkafka's queue
+        # back in librdkafka's queue, whose length also counts protocol requests for the broker
+        assert not p._failed and len(p._producer) >= 2
         assert p.produced == 2
