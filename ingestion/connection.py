@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import random
+import socket
 import time
+import urllib.error
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import CryptoflowError
 from ingestion.frames import Frame
-from ingestion.status import IngestStats
+from ingestion.status import CONNECTED, DISCONNECTED, IngestStats
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,7 @@ class Session:
         async with self.sup.connector(self.sup.url) as ws:
             self.ws = ws
             log.info("connected connection=%s url=%s", self.id, self.sup.url)
+            self.sup.connected()
             watchdog = asyncio.create_task(self._watchdog(ws, s))
             handler, clock, now_ms = self.sup.handler, time.monotonic, time.time
             try:
@@ -205,6 +209,19 @@ class Supervisor:
     def _new_session(self) -> Session:
         return Session(f"c{next(self._ids)}", self)
 
+    def connected(self) -> None:
+        """A session is open: the state status views show (``IngestStats.connection``)."""
+        st = self.stats
+        if st.connection != CONNECTED:
+            st.connection, st.connection_since, st.problem = CONNECTED, time.time(), None
+
+    def disconnected(self, error: str, problem: str | None, attempt: int) -> None:
+        """The primary session ended or could not be opened (``attempt`` in a row)."""
+        st = self.stats
+        if st.connection != DISCONNECTED:
+            st.connection, st.connection_since = DISCONNECTED, time.time()
+        st.connect_attempts, st.last_error, st.problem = attempt, error, problem
+
     async def run(self) -> None:
         s = self.settings
         delays = backoff_delays(s.ws_backoff_initial_ms / 1000, s.ws_backoff_max_ms / 1000)
@@ -238,6 +255,7 @@ class Supervisor:
                 attempt += 1
                 delay = next(delays)
                 self.stats.add("reconnects")
+                self.disconnected(error or "closed", _task_problem(session.task), attempt)
                 log.warning(
                     "connection=%s to %s ended after %d frames (%s); reconnecting in %.1fs "
                     "(attempt %d)",
@@ -296,3 +314,52 @@ def _task_error(task: asyncio.Task) -> str | None:
     if isinstance(e, (OSError, InvalidHandshake, InvalidURI, TimeoutError)):
         return f"cannot connect: {type(e).__name__}: {e}"
     return f"{type(e).__name__}: {e}"
+
+
+#: ``connection_problem`` kinds: the exchange cannot be reached at all (DNS, refused, timed
+#: out, no route), or it refuses this location (HTTP 451 / 403 from Binance).
+UNREACHABLE, RESTRICTED = "unreachable", "restricted"
+#: HTTP statuses Binance answers from a restricted location (451 on api/stream.binance.com;
+#: 403 from its CDN).
+RESTRICTED_STATUS = (451, 403)
+_NO_ROUTE_ERRNOS = {
+    errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ENETUNREACH, errno.EHOSTUNREACH,
+    errno.ENETDOWN, errno.EHOSTDOWN, errno.ECONNRESET,
+}  # fmt: skip
+
+
+def http_status(e: BaseException) -> int | None:
+    """The HTTP status of a rejected WebSocket handshake or REST request, if ``e`` is one."""
+    if isinstance(e, InvalidStatus):
+        return e.response.status_code
+    if isinstance(e, urllib.error.HTTPError):
+        return e.code
+    return None
+
+
+def connection_problem(e: BaseException | None) -> str | None:
+    """What kind of problem ``e`` (a connect or REST error) is, for the hint a status view
+    gives once: ``UNREACHABLE`` (no route to the exchange), ``RESTRICTED`` (it refuses this
+    location) or None (something else: the error alone says it). Follows ``__cause__`` and
+    ``URLError.reason``."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        status = http_status(e)
+        if status is not None:
+            return RESTRICTED if status in RESTRICTED_STATUS else None
+        if isinstance(e, (socket.gaierror, ConnectionRefusedError, TimeoutError)):
+            return UNREACHABLE
+        if isinstance(e, OSError) and e.errno in _NO_ROUTE_ERRNOS:
+            return UNREACHABLE
+        if isinstance(e, OSError) and e.errno is None and str(e).startswith("Multiple exc"):
+            return UNREACHABLE  # asyncio: every address of the host failed to connect
+        if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+            e = e.reason
+            continue
+        e = e.__cause__
+    return None
+
+
+def _task_problem(task: asyncio.Task) -> str | None:
+    return None if task.cancelled() else connection_problem(task.exception())

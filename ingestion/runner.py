@@ -18,7 +18,7 @@ from ingestion.frames import INVALID_HEADER, Frame, classify
 from ingestion.gaps import GapTracker
 from ingestion.producer import FrameProducer
 from ingestion.resume import last_trade_ids
-from ingestion.status import IngestStats, StatusLine
+from ingestion.status import REPLAYING, IngestStats, StatusFile, StatusLine, ingest_status_path
 
 log = logging.getLogger("ingestion")
 
@@ -92,20 +92,29 @@ def run_ingestion(
     """Ingest from ``settings.source`` into ``settings.kafka_topic`` until ``stop_event`` is
     set (or, for CSV, the files are replayed). Flushes the producer before returning.
 
-    Pass ``stats`` to watch the counters while it runs (e.g. from another thread)."""
+    Pass ``stats`` to watch the counters while it runs (e.g. from another thread). The
+    state and counters are also written every second to ``ingest_status_path(settings)``
+    (what ``cryptoflow up`` shows of its ingestion child)."""
     stop_event = stop_event or threading.Event()
-    kafka.ensure_topic(settings)
     stats = stats if stats is not None else IngestStats()
-    producer = FrameProducer(settings, stats)
+    status = StatusFile(ingest_status_path(settings), stats, lambda: 0).start()
     try:
-        if settings.source == "csv":
-            csv_replay.replay(settings, producer, stats, csv_paths, speed, stop_event)
-        else:
-            kafka.ensure_topic(settings, gaps_topic(settings), partitions=1)
-            _run_stream(settings, producer, stats, stop_event)
+        kafka.ensure_topic(settings)
+        producer = FrameProducer(settings, stats)
+        status.buffered = lambda: producer.buffered
+        try:
+            if settings.source == "csv":
+                stats.connection = REPLAYING
+                csv_replay.replay(settings, producer, stats, csv_paths, speed, stop_event)
+            else:
+                kafka.ensure_topic(settings, gaps_topic(settings), partitions=1)
+                _run_stream(settings, producer, stats, stop_event)
+        finally:
+            left = stats.undelivered = producer.flush(FLUSH_TIMEOUT_S)
+            line = StatusLine(stats).line(left, whole_run=True)
+            log.info("stopped %s undelivered=%d", line, left)
     finally:
-        left = stats.undelivered = producer.flush(FLUSH_TIMEOUT_S)
-        log.info("stopped %s undelivered=%d", StatusLine(stats).line(left, whole_run=True), left)
+        status.stop()
     return stats
 
 

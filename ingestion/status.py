@@ -1,10 +1,25 @@
-"""Ingestion counters and the periodic status line."""
+"""Ingestion counters, the periodic status line and the status file ``cryptoflow up`` reads."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptoflow.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Connection states (``IngestStats.connection``).
+CONNECTING, CONNECTED, DISCONNECTED, REPLAYING, STOPPED = (
+    "connecting", "connected", "disconnected", "replaying", "stopped"
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +46,12 @@ class IngestStats:
     undelivered: int = 0  # frames still buffered when ingestion stopped (flush timed out)
     last_trade_id: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # The exchange connection, for status views (set by ingestion/connection.py)
+    connection: str = CONNECTING
+    connection_since: float = field(default_factory=time.time)  # wall clock of the change
+    connect_attempts: int = 0  # failed attempts since a connection last delivered frames
+    last_error: str = ""  # why the last connection ended or could not be opened
+    problem: str | None = None  # connection_problem() of that error: unreachable, restricted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -61,3 +82,93 @@ class StatusLine:
             f"filled={s.ids_filled} unfillable={s.ids_unfillable} open={s.gaps_open} "
             f"dups={s.duplicates} invalid={s.invalid} reconnects={s.reconnects}"
         )
+
+
+def ingest_status_path(settings: Settings) -> Path:
+    """The status file of ingestion into ``settings.kafka_topic`` (one per topic, so runs on
+    one data directory with different topics do not mix)."""
+    return settings.data_dir.resolve() / "run" / f"ingest-{settings.kafka_topic}.json"
+
+
+def status_record(stats: IngestStats, buffered: int, frames_per_s: float) -> dict[str, Any]:
+    """What the status file holds: the connection's state and the counters."""
+    s = stats
+    return {
+        "pid": os.getpid(),
+        "updated": time.time(),
+        "state": s.connection,
+        "since": s.connection_since,
+        "attempts": s.connect_attempts,
+        "last_error": s.last_error,
+        "problem": s.problem,
+        "frames": s.frames,
+        "frames_per_s": round(frames_per_s, 1),
+        "delivered": s.delivered,
+        "buffered": buffered,
+        "lag_ms": round(s.delivery_lag_ms),
+        "gaps_found": s.gaps_found,
+        "ids_missing": s.ids_missing,
+        "ids_filled": s.ids_filled,
+        "ids_unfillable": s.ids_unfillable,
+        "gaps_open": s.gaps_open,
+        "duplicates": s.duplicates,
+        "invalid": s.invalid,
+        "reconnects": s.reconnects,
+    }
+
+
+def write_status(path: Path, record: dict[str, Any]) -> None:
+    """Replace ``path`` with ``record`` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(record, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status file's record, or None when there is none (yet) or it is unreadable."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class StatusFile:
+    """A thread that rewrites the status file every ``interval_s`` while ingestion runs, and
+    once more (state ``stopped``) when it ends. Cheap: a few hundred bytes a second."""
+
+    def __init__(
+        self,
+        path: Path,
+        stats: IngestStats,
+        buffered: Callable[[], int],
+        interval_s: float = 1.0,
+    ) -> None:
+        self.path, self.stats, self.buffered, self.interval_s = path, stats, buffered, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-status", daemon=True)
+        self._frames, self._at = stats.frames, time.monotonic()
+
+    def start(self) -> StatusFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def write(self) -> None:
+        now, frames = time.monotonic(), self.stats.frames
+        rate = (frames - self._frames) / max(now - self._at, 1e-6)
+        self._frames, self._at = frames, now
+        try:
+            write_status(self.path, status_record(self.stats, self.buffered(), rate))
+        except OSError as e:  # a status view is not worth stopping ingestion for
+            log.debug("status file %s: %s", self.path, e)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.stats.connection, self.stats.connection_since = STOPPED, time.time()
+        self.write()
