@@ -27,7 +27,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -43,6 +43,7 @@ from cryptoflow.core.services.postgres import pipeline_dsn
 from pipelines.bronze.transform import bronze_rows
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths
+from pipelines.latency import LatencyWindow
 from pipelines.ledger import CommitLedger
 from pipelines.ops.batches import latency_percentiles, record_batch
 from pipelines.serve import Served, serve_batch
@@ -79,6 +80,7 @@ class BatchStats:
     total_output: int = 0
     total_quarantined: int = 0
     warned: dict[str, int] | None = None
+    recent: LatencyWindow = field(default_factory=LatencyWindow)  # p50/p99 of the last minute
 
 
 class _Steps:
@@ -307,6 +309,7 @@ class PipelineBatch:
         s.last_batch_id, s.input_rows, s.output_rows = batch_id, table.num_rows, trades.num_rows
         s.quarantined, s.late, s.duration_s, s.warned = len(quarantined), late, dt, warned
         s.latency_p50_ms = statistics.median(latencies) if latencies else None
+        s.recent.add(latencies)
         s.total_output += trades.num_rows
         s.total_quarantined += len(quarantined)
         record_batch(  # ops hook: the batch's own numbers in pipeline_batches (best effort)
