@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
+from py4j.protocol import Py4JError
+from pyspark import SparkContext, java_gateway
 from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.jars import spark_classpath
 from cryptoflow.core.jvm import local_fs_conf, local_fs_jar
-from cryptoflow.core.services.process import java_binary
+from cryptoflow.core.services.process import die_with_parent, java_binary
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,49 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
     return conf
 
 
+class _OwnSessionPopen(subprocess.Popen):
+    """pyspark's ``Popen`` of the Spark JVM (``java_gateway.launch_gateway``), in a session of
+    its own and, started from the main thread, SIGKILLed when this process dies.
+
+    Its own session: a signal to the command's process group (``kill -TERM -PGID``,
+    ``timeout``, ``docker stop``, a terminal's Ctrl-C or hang-up) reaches only the Python
+    side, which stops the queries between batches and then the JVM. In the group, the JVM's
+    own shutdown hook stopped the SparkContext under the running batches. SIGKILL when this
+    process dies: the JVM never outlives it (its stdin-EOF watch runs the same shutdown
+    hooks, which can hang with the Python side gone). The pipeline is safe against a kill at
+    any point of a batch (docs/pipelines.md)."""
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        pyspark_preexec = kwargs.pop("preexec_fn", None)  # ignores SIGINT
+        die = die_with_parent(signal.SIGKILL)
+        main = threading.current_thread() is threading.main_thread()
+
+        def preexec() -> None:
+            if pyspark_preexec is not None:
+                pyspark_preexec()
+            if main:  # Linux signals when the forking *thread* ends
+                die()
+
+        super().__init__(args, start_new_session=True, preexec_fn=preexec, **kwargs)
+
+
+@contextlib.contextmanager
+def _jvm_in_own_session() -> Iterator[None]:
+    """pyspark's ``launch_gateway`` starts the JVM with ``_OwnSessionPopen`` meanwhile."""
+    namespace = vars(java_gateway)
+    saved = namespace["Popen"]
+    namespace["Popen"] = _OwnSessionPopen
+    try:
+        yield
+    finally:
+        namespace["Popen"] = saved
+
+
 def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
-    """A Spark session with Delta, the Kafka connector and the project's settings."""
+    """A Spark session with Delta, the Kafka connector and the project's settings.
+
+    A local JVM is started in a session of its own and dies with this process (see
+    ``_OwnSessionPopen``): end it with ``stop_spark``."""
     java = java_binary()
     os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
     if s.spark_master.startswith("local"):
@@ -79,7 +128,34 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     builder = SparkSession.builder
     for key, value in spark_conf(s, app_name).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_in_own_session():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session master=%s version=%s", s.spark_master, spark.version)
     return spark
+
+
+def stop_spark(spark: SparkSession, timeout_s: float = 30.0) -> None:
+    """Stop the session and end its JVM (it exits when its stdin closes; killed after
+    ``timeout_s``), so no process of it outlives the call. Stop the queries first."""
+    try:
+        spark.stop()
+    except Py4JError as e:  # the JVM is gone already: nothing left to stop in it
+        log.warning("stopping spark: %s", str(e).splitlines()[0][:200])
+    gateway = SparkContext._gateway
+    proc: subprocess.Popen | None = getattr(gateway, "proc", None)
+    if gateway is None or proc is None:  # not launched by this process
+        return
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("the spark JVM pid=%d did not exit in %.0fs: killed", proc.pid, timeout_s)
+        proc.kill()
+        proc.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -80,6 +81,31 @@ def stop_pid(pid: int, timeout: float = 30.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None
+try:  # looked up before any fork: a preexec_fn should do as little as it can
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: children do not follow their parent
+    _prctl = None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` after which the child gets ``sig`` when this process dies, even by
+    SIGKILL (Linux; elsewhere nothing).
+
+    Linux signals the child when the *thread* that forked it ends: start the child from a
+    thread that lives as long as the process (the main thread)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(sig))
+            if os.getppid() != parent:  # the parent died before the prctl
+                os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def java_binary() -> str:
