@@ -29,7 +29,7 @@ from pipelines.ledger import query_id_reader
 from pipelines.log_checkpoints import checkpoint_in_background
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
-from pipelines.progress import stop_between_batches
+from pipelines.progress import SPARK_55271, stop_between_batches
 from pipelines.silver.tables import ensure_tables
 from pipelines.silver.validate import Rule, validated
 
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 
 #: The query's name: its checkpoint, its ``pipeline_batches`` rows, its status line.
 QUERY = "trades"
-#: Spark 4.1.1's Kafka source fails the first batch after a restart from an uncommitted batch
-#: with this NPE in ``KafkaMicroBatchStream.metrics`` (SPARK-55271); starting again works.
-SPARK_55271 = 'because the return value of "scala.Option.get()" is null'
 
 
 class PipelineQuery(StreamingQuery):

@@ -9,6 +9,7 @@ import time
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import ConfigError, first_line
+from cryptoflow.supervisor import STOP_SIGNALS
 
 log = logging.getLogger("cryptoflow.run")
 
@@ -43,23 +44,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _StopRequest:
-    """Set by SIGINT/SIGTERM; the watch loop notices it between py4j calls, so Ctrl-C never
-    interrupts a call into the JVM half-way."""
+    """Set by SIGINT, SIGTERM or SIGHUP (``cryptoflow.supervisor.STOP_SIGNALS``); the watch
+    loop notices it between py4j calls, so a stop never interrupts a call into the JVM
+    half-way. A second Ctrl-C gives up on the clean stop; a repeated SIGTERM or SIGHUP does
+    not (``uv run`` passes a SIGTERM to its process group on, so it arrives twice)."""
 
     def __init__(self) -> None:
         self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self.install()
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C: give up on the clean stop
-            raise KeyboardInterrupt
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            if signum == signal.SIGINT:  # a second Ctrl-C: give up on the clean stop
+                raise KeyboardInterrupt
+            return
         self.requested = True
         log.info("stop requested (%s)", signal.Signals(signum).name)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptoflow.core.spark import get_spark
+    from cryptoflow.core.spark import get_spark, stop_spark
     from pipelines import job
     from pipelines.progress import FailureLogger, status_line
 
@@ -69,11 +77,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             f"unknown stage(s) {', '.join(unknown)}: the pipeline is one query now; run "
             "`cryptoflow run` (bronze, silver and gold are written by every micro-batch)"
         )
+    stop = _StopRequest()  # a stop while Spark starts ends the command once it has started
     spark = get_spark(settings, "cryptoflow-run")
-    stop = _StopRequest()  # after the SparkContext, whose SIGINT handler cancels every job
-    spark.streams.addListener(FailureLogger())
+    stop.install()  # again: the SparkContext replaced the SIGINT handler (it cancels every job)
     query = None
     try:
+        if stop.requested:
+            return 0
+        spark.streams.addListener(FailureLogger())
         if args.available_now:
             try:
                 drained = job.drain(spark, settings, lambda: stop.requested)
@@ -102,7 +113,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 job.stop(query)
             except Exception as e:  # noqa: BLE001 (best effort while shutting down)
                 log.warning("stopping the query: %s", first_line(e))
-        spark.stop()
+        stop_spark(spark)
         log.info("stopped")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from cryptoflow.core import db
@@ -29,31 +30,37 @@ class ServiceStatus:
         return asdict(self)
 
 
-def up(s: Settings, progress: Progress = print) -> list[str]:
-    """Start what is embedded and not running; idempotent. Returns the names it started."""
-    started_names: list[str] = []
+def up(s: Settings, progress: Progress = print, started: list[str] | None = None) -> list[str]:
+    """Start what is embedded and not running, Kafka and PostgreSQL side by side (they share
+    nothing); idempotent. Returns the names this call started. ``started``, when given, gets
+    each name as soon as that service runs, so a caller whose call failed half-way still
+    knows what it started (and stops it)."""
+    mine: list[str] = []
+    jobs: list[tuple[str, Callable[[Settings], bool], str]] = []
     if s.embedded_kafka:
-        t0 = time.monotonic()
-        started = kafka.start(s)
-        started_names += ["kafka"] if started else []
-        progress(
-            f"kafka: {'started' if started else 'already running'} on {s.bootstrap_servers}"
-            + (f" in {time.monotonic() - t0:.1f}s" if started else "")
-        )
+        jobs.append(("kafka", kafka.start, f"on {s.bootstrap_servers}"))
     else:
         progress(f"kafka: external at {s.bootstrap_servers}, not started here")
     if s.embedded_postgres:
-        t0 = time.monotonic()
-        started = postgres.start(s)
-        started_names += ["postgres"] if started else []
-        progress(
-            f"postgres: {'started' if started else 'already running'} on "
-            f"127.0.0.1:{s.postgres_port}"
-            + (f" in {time.monotonic() - t0:.1f}s" if started else "")
-        )
+        jobs.append(("postgres", postgres.start, f"on 127.0.0.1:{s.postgres_port}"))
     else:
         progress(f"postgres: external at {mask_dsn(s.postgres_dsn)}, not started here")
-    return started_names
+
+    def start(name: str, start_fn: Callable[[Settings], bool], where: str) -> None:
+        t0 = time.monotonic()
+        if not start_fn(s):
+            progress(f"{name}: already running {where}")
+            return
+        mine.append(name)
+        if started is not None:
+            started.append(name)
+        progress(f"{name}: started {where} in {time.monotonic() - t0:.1f}s")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="service") as pool:
+        futures = [pool.submit(start, *job) for job in jobs]
+    for future in futures:
+        future.result()  # the first failure, once both are done
+    return mine
 
 
 def down(
@@ -64,6 +71,12 @@ def down(
         progress(f"postgres: {'stopped' if postgres.stop(s) else 'was not running'}")
     if s.embedded_kafka and "kafka" in only:
         progress(f"kafka: {'stopped' if kafka.stop(s) else 'was not running'}")
+
+
+def embedded_running(s: Settings) -> list[str]:
+    """The embedded services running now (whoever started them)."""
+    names = ["kafka"] if s.embedded_kafka and kafka.running(s) else []
+    return names + (["postgres"] if s.embedded_postgres and postgres.running(s) else [])
 
 
 def status(s: Settings) -> list[ServiceStatus]:
