@@ -11,6 +11,7 @@ puts everything on the terminal as well, at DEBUG. The Spark JVM logs through lo
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from io import TextIOWrapper
 from pathlib import Path
@@ -72,12 +73,18 @@ class _TerminalFilter(logging.Filter):
         return self.everything or own_logger(record.name)
 
 
-class _LazyFile(logging.FileHandler):
+class _LazyFile(logging.handlers.RotatingFileHandler):
     """A file handler that creates the file (and its directory) on the first record, so a
-    command that logs nothing (``--help``, ``config``) leaves no trace."""
+    command that logs nothing (``--help``, ``config``) leaves no trace; rolled over at
+    ``MAX_BYTES`` (``up`` logs a line per micro-batch), keeping ``BACKUPS`` old files."""
+
+    MAX_BYTES, BACKUPS = 50 * 2**20, 3
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+        super().__init__(
+            path, mode="a", maxBytes=self.MAX_BYTES, backupCount=self.BACKUPS,
+            encoding="utf-8", delay=True,
+        )  # fmt: skip
 
     def _open(self) -> TextIOWrapper:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
