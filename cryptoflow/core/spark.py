@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -20,9 +22,13 @@ from pyspark.sql import SparkSession
 from cryptoflow.core.config import Settings
 from cryptoflow.core.jars import spark_classpath
 from cryptoflow.core.jvm import local_fs_conf, local_fs_jar
+from cryptoflow.core.logs import log_dir, verbose
 from cryptoflow.core.services.process import die_with_parent, java_binary
 
 log = logging.getLogger(__name__)
+
+#: The JVM's log4j configuration: spark.log under the data dir (see spark_conf).
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 
 def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
@@ -59,6 +65,10 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         # "Performance": raw_trades p50 2.3-2.5 -> 2.0-2.1 s, drain 119 -> 103-107 s).
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={(s.data_dir / 'derby').resolve()} -XX:+UseParallelGC -Xss4m"
+            # log4j: the JVM's messages go to <data_dir>/logs/spark.log, not to the terminal
+            # (cryptoflow/core/log4j2.properties; `cryptoflow -v` adds the terminal).
+            f" -Dlog4j2.configurationFile={LOG4J_CONFIG} -Dcryptoflow.log.dir={log_dir(s)}"
+            f" -Dcryptoflow.spark.console={'warn' if verbose() else 'off'}"
         ),
     }
     if urlparse(s.checkpoints).scheme in ("", "file"):
@@ -113,6 +123,26 @@ def _jvm_in_own_session() -> Iterator[None]:
         namespace["Popen"] = saved
 
 
+@contextlib.contextmanager
+def _jvm_output_to(path: Path | None) -> Iterator[None]:
+    """pyspark's ``launch_gateway`` starts the JVM with its stdout and stderr appended to
+    ``path`` meanwhile (None: inherited). What the JVM prints itself, outside log4j (``WARNING:
+    Using incubator modules``, a crash report), then never lands on the terminal, where it
+    would also tear the live status view of ``up``."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    namespace = vars(java_gateway)
+    saved = namespace["Popen"]
+    with open(path, "ab") as out:
+        namespace["Popen"] = functools.partial(saved, stdout=out, stderr=out)
+        try:
+            yield
+        finally:
+            namespace["Popen"] = saved
+
+
 def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     """A Spark session with Delta, the Kafka connector and the project's settings.
 
@@ -128,7 +158,7 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     builder = SparkSession.builder
     for key, value in spark_conf(s, app_name).items():
         builder = builder.config(key, value)
-    with _jvm_in_own_session():
+    with _jvm_in_own_session(), _jvm_output_to(None if verbose() else log_dir(s) / "spark.log"):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     log.info("spark session master=%s version=%s", s.spark_master, spark.version)
