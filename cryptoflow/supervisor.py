@@ -22,7 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptoflow.console.status import (
+    CONNECTED,
+    CONNECTING,
+    DISCONNECTED,
+    DOWN,
+    FAILED,
+    REPLAYING,
+    RESTARTING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    Snapshot,
+    StageStatus,
+    plain_lines,
+)
+from cryptoflow.console.view import StatusView, make_view
 from cryptoflow.core.config import Settings
+from ingestion.status import ingest_status_path, read_status
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -50,6 +67,7 @@ class ChildProcess:
     proc: subprocess.Popen | None = None
     failures: int = 0
     restart_at: float = 0.0
+    status_file: Path | None = None  # JSON the child rewrites every second (ingestion's)
 
     def start(self) -> None:
         """Start the command in a session of its own (a signal to the supervisor's process
@@ -97,15 +115,36 @@ class ChildProcess:
             self.proc.wait(10)
         log.info("%s stopped code=%s", self.name, self.proc.returncode)
 
-    def last_line(self, contains: str) -> str:
-        """The newest line of the child's log that contains ``contains`` (for status)."""
+    def last_line(self, contains: str = "") -> str:
+        """The newest non-empty line of the child's log that contains ``contains`` (what a
+        child that exited said last, for the status view)."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(max(0, os.path.getsize(self.log_path) - 16384))
                 lines = f.read().decode(errors="replace").splitlines()
         except OSError:
             return ""
-        return next((ln for ln in reversed(lines) if contains in ln), "")
+        return next((ln for ln in reversed(lines) if ln.strip() and contains in ln), "")
+
+    def status(self) -> StageStatus:
+        """The child's row: whether it runs and, for ingestion, its status file."""
+        proc = self.proc
+        if proc is None:
+            return StageStatus(self.name, STARTING)
+        if proc.poll() is not None:
+            wait = max(0.0, self.restart_at - time.monotonic()) if self.restart_at else 0.0
+            said = self.last_line()[-200:]
+            return StageStatus(
+                self.name, DOWN,
+                last_error=f"exited with code {proc.returncode}, restarting in {wait:.0f} s"
+                + (f"; it said: {said}" if said else "") + f" (log: {self.log_path})",
+            )  # fmt: skip
+        if self.status_file is None:
+            return StageStatus(self.name, RUNNING)
+        record = read_status(self.status_file)
+        if record is None or record.get("pid") != proc.pid:
+            return StageStatus(self.name, STARTING)
+        return ingest_stage(self.name, record)
 
 
 def _hit_55271(query: Any) -> bool:
@@ -168,33 +207,47 @@ class StageRunner:
                 self.query = None
                 self.last_error = str(e).splitlines()[0][:300]
 
-    def status(self) -> str:
-        from pipelines.progress import last_progress
+    def status(self) -> StageStatus:
+        """The query's row: its latest progress and the batch function's counters."""
+        from pipelines.progress import kafka_lag, last_progress
 
         q = self.query
         if q is None or not q.isActive:
-            return f"{self.stage}: down ({self.last_error or 'starting'})"
+            if self.restart_at:
+                wait = max(0.0, self.restart_at - time.monotonic())
+                error = f"{self.last_error}; restarting in {wait:.0f} s"
+                return StageStatus(self.stage, RESTARTING, last_error=error)
+            return StageStatus(self.stage, FAILED if self.failures else STARTING)
         p = last_progress(q)
-        parts = [f"{self.stage}: batch={p.get('batchId', '-')}"]
-        parts.append(f"rows/s={p.get('processedRowsPerSecond', 0.0):.0f}")
-        duration = (p.get("durationMs") or {}).get("triggerExecution")
-        if duration is not None:
-            parts.append(f"batch_ms={duration}")
-        for src in p.get("sources") or []:
-            lag = (src.get("metrics") or {}).get("maxOffsetsBehindLatest")
-            if lag is not None:
-                parts.append(f"kafka_lag={lag}")
-        observed = (p.get("observedMetrics") or {}).get(self.stage) or {}
-        if hasattr(observed, "asDict"):  # PySpark gives observed metrics as a Row
-            observed = observed.asDict()
-        for key in ("latency_p50_ms", "latency_p99_ms", "quarantined", "late"):
-            if observed.get(key) is not None:
-                parts.append(f"{key}={observed[key]}")
         stats = q.handler.stats
-        if stats.latency_p50_ms is not None:
-            parts.append(f"e2e_p50_ms={stats.latency_p50_ms:.0f}")
-        parts.append(f"rows={stats.total_output} quarantined={stats.total_quarantined}")
-        return " ".join(parts)
+        p50, p99 = stats.recent.percentiles(0.50, 0.99)
+        row = StageStatus(
+            self.stage, RUNNING if p else STARTING,
+            p50_ms=p50, p99_ms=p99, rows_pg=stats.total_output,
+            quarantined=stats.total_quarantined,
+        )  # fmt: skip
+        if p:
+            row.last_batch = p.get("batchId")
+            row.rows_per_s = p.get("processedRowsPerSecond")
+            row.batch_ms = (p.get("durationMs") or {}).get("triggerExecution")
+            row.lag_records = kafka_lag(p)
+            arriving = p.get("inputRowsPerSecond") or 0.0
+            if row.lag_records is not None:  # how long the records behind took to arrive
+                row.lag_s = row.lag_records / arriving if arriving > 0 else 0.0
+        row.counters = {
+            "batch": "-" if row.last_batch is None else row.last_batch,
+            "rows/s": f"{row.rows_per_s or 0.0:.0f}",
+        }
+        for key, value in (
+            ("batch_ms", row.batch_ms), ("kafka_lag", row.lag_records),
+            ("behind_s", None if row.lag_s is None else f"{row.lag_s:.1f}"),
+            ("e2e_p50_ms", None if p50 is None else f"{p50:.0f}"),
+            ("e2e_p99_ms", None if p99 is None else f"{p99:.0f}"),
+        ):  # fmt: skip
+            if value is not None:
+                row.counters[key] = value
+        row.counters.update(rows=stats.total_output, quarantined=stats.total_quarantined)
+        return row
 
 
 @dataclass
@@ -207,7 +260,8 @@ class UpOptions:
     csv_paths: Sequence[Path] = ()
     speed: float | None = None
     simulator_args: list[str] = field(default_factory=list)
-    status_every_s: float = 5.0
+    status_every_s: float = 5.0  # between plain status lines (stdout not a terminal)
+    live: bool | None = None  # the live table; None: when stdout is a terminal
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -219,6 +273,11 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 def cryptoflow_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "cryptoflow", *args]
+
+
+def child_argv(*args: str) -> list[str]:
+    """A child of ``up``: its stderr is its log file, so everything it logs goes there."""
+    return cryptoflow_argv("--log-file", "-", *args)
 
 
 #: What stops ``up`` and ``run`` as Ctrl-C does: the terminal's interrupt, the polite stop of
@@ -269,11 +328,6 @@ def run_pipeline(
     it generated has reached ingestion), ingestion (which flushes to Kafka), the query
     between two batches, Spark's JVM, then the embedded services this run started. Embedded
     services that were running before are left running, and it says so."""
-    from cryptoflow.core.spark import get_spark
-    from expectations.schedule import PeriodicValidation
-    from pipelines import job
-    from pipelines.progress import FailureLogger
-
     settings = settings.replace(source=options.source)
     stop_on_signals(stop)
     logs = settings.data_dir.resolve() / "logs"
@@ -282,7 +336,7 @@ def run_pipeline(
         children.append(
             ChildProcess(
                 "simulator",
-                cryptoflow_argv("simulate", *options.simulator_args),
+                child_argv("simulate", *options.simulator_args),
                 child_env(settings),
                 logs / "simulator.log",
             )  # fmt: skip
@@ -292,45 +346,56 @@ def run_pipeline(
         args += [a for p in options.csv_paths for a in ("--csv", str(p))]
         if options.speed is not None:
             args += ["--speed", str(options.speed)]
-        children.append(
-            ChildProcess("ingest", cryptoflow_argv(*args), child_env(settings), logs / "ingest.log")
-        )
+        ingest = ChildProcess(
+            "ingest", child_argv(*args), child_env(settings), logs / "ingest.log",
+            status_file=ingest_status_path(settings),
+        )  # fmt: skip
+        children.append(ingest)
     runners: list[StageRunner] = []
+    board = StatusBoard(options, children, runners, progress, logs).start()
+    progress = board.progress
     spark: SparkSession | None = None
     validation: PeriodicValidation | None = None
     started_services: list[str] = []
     services_ready: Future[None] | None = None
     try:
+        board.activity = "starting the services"
         services_ready = prepare(settings, progress, started_services)
         for child in children:
             if child.name == "simulator":
                 child.start()  # it needs no service
         if options.pipeline and not stop.is_set():
+            board.activity = "starting Spark (the JVM, Delta, the Kafka connector)"
+            from cryptoflow.core.spark import get_spark  # seconds: not before the view is up
+
             spark = get_spark(settings, "cryptoflow-up")  # while the services start
             stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
+        board.activity = "starting the services"
         services_ready.result()
+        board.activity = "starting the pipeline's query" if spark is not None else None
         for child in children:
             if child.name != "simulator" and not stop.is_set():
                 child.start()
         if spark is not None and not stop.is_set():
+            from expectations.schedule import PeriodicValidation
+            from pipelines import job
+            from pipelines.progress import FailureLogger
+
             spark.streams.addListener(FailureLogger())
             validation = PeriodicValidation(spark, settings).start()
             runner = StageRunner(job.QUERY, lambda: job.start(spark, settings))
             runner.start()
             runners.append(runner)
+        board.activity = None
         names = [c.name for c in children] + [r.stage for r in runners]
         progress(f"up: running {', '.join(names)}; source={options.source}; Ctrl-C stops")
-        next_status = time.monotonic() + options.status_every_s
         while not stop.wait(0.5):
             for child in children:
                 child.check()
             for runner in runners:
                 runner.check()
-            if time.monotonic() >= next_status:
-                next_status += options.status_every_s
-                for line in status_lines(children, runners):
-                    progress(line)
     finally:
+        board.stop()
         progress("up: stopping")
         _shutdown(settings, children, runners, validation, spark, progress)
         _stop_services(settings, services_ready, started_services, progress)
@@ -394,11 +459,106 @@ def _stop_services(
 
 
 def status_lines(children: Sequence[ChildProcess], runners: Sequence[StageRunner]) -> list[str]:
-    lines = []
-    for child in children:
-        alive = child.proc is not None and child.proc.poll() is None
-        detail = child.last_line("frames/s=") if child.name == "ingest" else ""
-        detail = detail[detail.find("frames/s=") :] if detail else ""
-        lines.append(f"{child.name}: {'running' if alive else 'down'} {detail}".rstrip())
-    lines.extend(r.status() for r in runners)
-    return lines
+    """The plain status lines of the run (``name: running key=value ...``)."""
+    return plain_lines(Snapshot([c.status() for c in children] + [r.status() for r in runners]))
+
+
+def ingest_stage(name: str, record: dict[str, Any]) -> StageStatus:
+    """Ingestion's row from its status file (``ingestion.status.status_record``)."""
+    states = {CONNECTING: CONNECTING, CONNECTED: CONNECTED, REPLAYING: REPLAYING,
+              "disconnected": DISCONNECTED, STOPPED: STOPPED}  # fmt: skip
+    state = states.get(str(record.get("state")), str(record.get("state")))
+    down = state == DISCONNECTED
+    lag_ms = record.get("lag_ms")
+    row = StageStatus(
+        name, state,
+        since=record.get("since") if down else None,
+        attempts=record.get("attempts") if down else None,
+        last_error=str(record.get("last_error") or "") if down else "",
+        problem=record.get("problem") if down else None,
+        rows_per_s=record.get("frames_per_s"),
+        lag_records=record.get("buffered"),
+        lag_s=None if lag_ms is None else lag_ms / 1000,
+        gaps_found=record.get("gaps_found"),
+        gaps_filled=record.get("ids_filled"),
+    )  # fmt: skip
+    row.counters = {key: record.get(name, 0) for key, name in _INGEST_COUNTERS}
+    row.counters["frames/s"] = f"{record.get('frames_per_s') or 0:.0f}"
+    return row
+
+
+#: The plain line's ``key=`` and the status file's field, in the order of ingestion's own
+#: status line.
+_INGEST_COUNTERS = (
+    ("frames/s", "frames_per_s"), ("frames", "frames"), ("delivered", "delivered"),
+    ("buffered", "buffered"), ("lag_ms", "lag_ms"), ("gaps", "gaps_found"),
+    ("filled", "ids_filled"), ("unfillable", "ids_unfillable"), ("open", "gaps_open"),
+    ("dups", "duplicates"), ("invalid", "invalid"), ("reconnects", "reconnects"),
+)  # fmt: skip
+
+
+#: The pipeline query's row before it runs: ``pipelines.job.QUERY``, not imported for it
+#: (importing the pipeline takes seconds, and the view is up before).
+PIPELINE_STAGE = "trades"
+
+
+class StatusBoard:
+    """The status view of ``up``: a thread builds a snapshot of every stage about once a
+    second and hands it to the view (``cryptoflow.console``): a live table when stdout is a
+    terminal, plain lines otherwise. ``progress`` prints a set-up step or event through the
+    view; ``activity`` is what the spinner says ``up`` is doing (None: nothing special)."""
+
+    def __init__(
+        self,
+        options: UpOptions,
+        children: Sequence[ChildProcess],
+        runners: Sequence[StageRunner],
+        out: Callable[[str], None],
+        log_dir: Path,
+        view: StatusView | None = None,
+    ) -> None:
+        self.options, self.children, self.runners = options, children, runners
+        self.view = view or make_view(out, options.status_every_s, options.live)
+        self.footer = f"source={options.source} · Ctrl-C stops · logs in {log_dir}"
+        self.activity: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="up-status", daemon=True)
+
+    def progress(self, line: str) -> None:
+        self.view.progress(line)
+
+    def snapshot(self) -> Snapshot:
+        stages = [c.status() for c in self.children] + [r.status() for r in self.runners]
+        if self.options.pipeline and not self.runners:
+            stages.append(StageStatus(PIPELINE_STAGE, STARTING))
+        activity = self.activity
+        if activity is None and any(
+            s.state == STARTING and s.name in {r.stage for r in self.runners} for s in stages
+        ):
+            activity = "the query's first micro-batch (planning, reading Kafka)"
+        return Snapshot(stages, activity=activity, source=self.options.source, footer=self.footer)
+
+    def update(self) -> None:
+        """One snapshot to the view (the thread does this every second)."""
+        self.view.update(self.snapshot())
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.update()
+            except Exception as e:  # noqa: BLE001 - a status view never stops the run
+                log.debug("status view: %s", e, exc_info=True)
+
+    def start(self) -> StatusBoard:
+        self.view.start()
+        self.update()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """No more snapshots (nothing calls into Spark from here after this returns); the
+        last one stays on the terminal."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self.view.stop()

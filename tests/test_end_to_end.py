@@ -154,7 +154,7 @@ def test_up_with_faulty_simulator_is_exact(settings, spark, unique, tmp_path):
     assert code == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "up: stopped" in text
-    for part in ("trades: batch=", "ingest: running"):
+    for part in ("trades: running batch=", "ingest: running frames/s="):
         assert part in text  # a status line per part: the query and the children
 
 

@@ -20,10 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "schema, start ingestion from the chosen source (and the simulator with --source "
             "sim) as child processes, and run the pipeline's streaming query, whose "
             "micro-batches serve trades and metrics to PostgreSQL in one transaction and keep "
-            "the bronze, silver and gold Delta tables. A status line per part every few "
-            "seconds. Whatever fails is restarted with backoff. Ctrl-C stops cleanly; running "
-            "it again resumes from the checkpoints. Against live Binance that cannot be "
-            "reached it says so and keeps retrying: it never switches to simulated data by itself."
+            "the bronze, silver and gold Delta tables. On a terminal a live table shows "
+            "every part (state, rows/s, batch, lag, latency, rows in PostgreSQL, gaps); "
+            "otherwise a status line per part every few seconds. Whatever fails is restarted "
+            "with backoff; Spark's and the libraries' logs go to <data_dir>/logs. Ctrl-C "
+            "stops cleanly; running it again resumes from the checkpoints. Against live "
+            "Binance that cannot be reached it says so, with what to do, and keeps retrying: "
+            "it never switches to simulated data by itself."
         ),
         epilog="example: cryptoflow up --source sim --sim-rate 100",
     )
@@ -45,7 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-ingest", action="store_true",
         help="do not start ingestion (e.g. another process feeds the topic)",
     )  # fmt: skip
-    p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    p.add_argument(
+        "--status-every", type=float, default=5.0,
+        help="seconds between plain status lines (when stdout is not a terminal, or --plain)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plain", action="store_true",
+        help="plain status lines even on a terminal (default there: a live table)",
+    )  # fmt: skip
     sim = p.add_argument_group("simulator (with --source sim; see `cryptoflow simulate --help`)")
     sim.add_argument("--sim-rate", type=float, help="mean trades per second over all symbols")
     sim.add_argument("--sim-seed", type=int, help="seed of prices, sizes and timing")
@@ -86,6 +96,7 @@ def options_from_args(settings: Settings, args: argparse.Namespace) -> UpOptions
         speed=args.speed,
         simulator_args=sim_args,
         status_every_s=args.status_every,
+        live=False if args.plain else None,
     )
 
 
