@@ -221,8 +221,10 @@ class StageRunner:
         p = last_progress(q)
         stats = q.handler.stats
         p50, p99 = stats.recent.percentiles(0.50, 0.99)
-        row = StageStatus(
-            self.stage, RUNNING if p else STARTING,
+        row = StageStatus(  # a batch served (stats) before its progress is reported
+            self.stage, RUNNING if p or stats.batches else STARTING,
+            last_batch=stats.last_batch_id if stats.batches else None,
+            batch_ms=round(stats.duration_s * 1000) if stats.batches else None,
             p50_ms=p50, p99_ms=p99, rows_pg=stats.total_output,
             quarantined=stats.total_quarantined,
         )  # fmt: skip
