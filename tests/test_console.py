@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from cryptoflow.console.status import (
     plain_lines,
     render,
 )
-from cryptoflow.console.view import PlainView
+from cryptoflow.console.view import LiveView, PlainView, make_view
 from cryptoflow.core.logs import setup_logging
 from cryptoflow.supervisor import PIPELINE_STAGE, ingest_stage
 from ingestion.connection import RESTRICTED, UNREACHABLE, connection_problem
@@ -160,6 +161,27 @@ def test_plain_view_says_trouble_at_once_each_hint_once_and_all_lines_every_inte
     now[0] = 6
     view.update(healthy)
     assert lines[3] == "ingest: running"  # out of trouble: said at once
+
+
+def test_the_live_view_is_for_terminals_that_redraw_and_not_under_verbose(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert isinstance(make_view(print, 5), LiveView)
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(make_view(print, 5), PlainView)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setattr("cryptoflow.console.view.verbose", lambda: True)
+    assert isinstance(make_view(print, 5), PlainView)  # -v: the log lines, not a table
+    assert isinstance(make_view(print, 5, live=False), PlainView)  # --plain
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr("cryptoflow.console.view.verbose", lambda: False)
+    assert isinstance(make_view(print, 5), PlainView)  # a pipe, a file, docker logs
 
 
 # ----- hints

@@ -7,6 +7,7 @@ second, and ``stop()``. Each hint of a snapshot is printed once."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -136,7 +137,9 @@ def _print_hints(snapshot: Snapshot, printed: set[str], out: Callable[[str], Non
 
 
 def make_view(out: Callable[[str], None], every_s: float, live: bool | None = None) -> StatusView:
-    """A ``LiveView`` when stdout is a terminal (or ``live``), else a ``PlainView`` on ``out``."""
+    """A ``LiveView`` when ``live``, else a ``PlainView`` on ``out``. ``live=None``: live when
+    stdout is a terminal that can redraw, unless ``-v`` asked for every log line (which would
+    scroll the table away)."""
     if live is None:
-        live = sys.stdout.isatty()
+        live = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not verbose()
     return LiveView() if live else PlainView(out, every_s)
