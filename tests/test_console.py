@@ -19,6 +19,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+from pyspark.errors import PySparkRuntimeError
 from rich.console import Console
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
@@ -341,25 +342,34 @@ def test_an_unexpected_error_is_one_line_with_the_log_file(
     for key in [k for k in os.environ if k.startswith("CRYPTOFLOW_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("CRYPTOFLOW_DATA_DIR", str(tmp_path / "data"))
-
-    def broken(settings: object, args: object) -> int:
-        raise ConnectionResetError(104, "Connection reset by peer")
-
     parser = cli.build_parser()
-    real = parser.parse_known_args
-
-    def patched(argv: list[str] | None = None):  # the `config` command's handler fails
-        args, extra = real(argv)
-        args.handler = broken
-        return args, extra
-
-    monkeypatch.setattr(parser, "parse_known_args", patched)
+    parse = parser.parse_known_args
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    assert cli.main(["config"]) == 1
-    err = capsys.readouterr().err
     log_file = (tmp_path / "data" / "logs" / "cryptoflow.log").resolve()
+
+    def fail_with(error: Exception) -> str:
+        """`cryptoflow config` whose handler raises ``error``: its exit code 1 and stderr."""
+
+        def handler(settings: object, args: object) -> int:
+            raise error
+
+        def parse_and_break(argv: list[str] | None = None):
+            args, extra = parse(argv)
+            args.handler = handler
+            return args, extra
+
+        monkeypatch.setattr(parser, "parse_known_args", parse_and_break)
+        assert cli.main(["config"]) == 1
+        return capsys.readouterr().err
+
+    err = fail_with(ConnectionResetError(104, "Connection reset by peer"))
     assert err == (
         "cryptoflow: error: `cryptoflow config` failed: ConnectionResetError: [Errno 104] "
         f"Connection reset by peer (details in {log_file})\n"
     )
-    assert "Traceback" in log_file.read_text() and "in broken" in log_file.read_text()
+    assert "Traceback" in log_file.read_text() and "in handler" in log_file.read_text()
+
+    err = fail_with(PySparkRuntimeError(errorClass="JAVA_GATEWAY_EXITED", messageParameters={}))
+    assert "PySparkRuntimeError: [JAVA_GATEWAY_EXITED] Java gateway process exited" in err
+    spark_log = log_file.with_name("spark.log")  # the JVM's own words are there
+    assert err.endswith(f"(details in {log_file}; the Spark JVM's in {spark_log})\n")

@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         return _unexpected(args.command, e)
 
 
+def _from_spark(e: BaseException) -> bool:
+    return type(e).__module__.split(".")[0] in ("py4j", "pyspark")
+
+
 def _unexpected(command: str, e: Exception) -> int:
     """An error nobody turned into a ``CryptoflowError``: one line saying what failed and
     where the details are; the traceback goes to the log file (to stderr without one)."""
@@ -93,6 +97,8 @@ def _unexpected(command: str, e: Exception) -> int:
         "`cryptoflow %s` failed", command, exc_info=e, extra={FILE_ONLY: where is not None}
     )
     details = f" (details in {where})" if where is not None else ""
+    if where is not None and _from_spark(e):  # the JVM's own words are in its log
+        details = f" (details in {where}; the Spark JVM's in {where.with_name('spark.log')})"
     print(
         f"cryptoflow: error: `cryptoflow {command}` failed: {error_summary(e)}{details}",
         file=sys.stderr,
