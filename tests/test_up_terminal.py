@@ -88,7 +88,7 @@ class Terminal:
     """A command in a 200x50 tmux pane of a private tmux server; its exit code in a file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], workdir: Path) -> None:
-        self.socket = f"cf-{uuid.uuid4().hex[:8]}"
+        self.socket = str(workdir / "tmux.sock")  # a private server, gone with workdir
         self.rc = workdir / "rc"
         script = workdir / "run.sh"
         # the pane's own size and terminal type, not the test runner's (rich reads COLUMNS)
@@ -104,7 +104,7 @@ class Terminal:
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
-            ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True,
+            ["tmux", "-S", self.socket, *args], check=True, capture_output=True, text=True,
             timeout=30,
         ).stdout  # fmt: skip
 
@@ -141,6 +141,7 @@ class Terminal:
     def close(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._tmux("kill-server")
+        Path(self.socket).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
