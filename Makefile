@@ -11,9 +11,11 @@ TYPED := cryptoflow ingestion pipelines expectations
 bootstrap:
 	@scripts/bootstrap.sh
 
+# `cryptoflow up` makes the set-up steps itself and stops the embedded services it started
+# when it stops (a separate `cryptoflow setup` would start them and leave them running).
+# ARGS: options of `cryptoflow up`, e.g. make up ARGS="--source sim".
 up: bootstrap
-	$(UV) run cryptoflow setup
-	$(UV) run cryptoflow up
+	$(UV) run cryptoflow up $(ARGS)
 
 test:
 	@scripts/bootstrap.sh --test

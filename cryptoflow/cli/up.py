@@ -23,10 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the bronze, silver and gold Delta tables. On a terminal a live table shows "
             "every part (state, rows/s, batch, lag, latency, rows in PostgreSQL, gaps); "
             "otherwise a status line per part every few seconds. Whatever fails is restarted "
-            "with backoff; Spark's and the libraries' logs go to <data_dir>/logs. Ctrl-C "
-            "stops cleanly; running it again resumes from the checkpoints. Against live "
-            "Binance that cannot be reached it says so, with what to do, and keeps retrying: "
-            "it never switches to simulated data by itself."
+            "with backoff; Spark's and the libraries' logs go to <data_dir>/logs. Ctrl-C, "
+            "SIGTERM (kill, docker stop, systemd) and SIGHUP (a closed terminal) stop it "
+            "cleanly and alike, exit code 0: the simulator, ingestion (it flushes to Kafka), "
+            "the query at the end of its micro-batch, Spark, then the embedded Kafka and "
+            "PostgreSQL that this run started. Embedded services that were already running "
+            "(`cryptoflow services up`, `cryptoflow setup`) keep running, and it says so "
+            "(`cryptoflow services down` stops them). Running it again resumes from the "
+            "checkpoints. Against live Binance that cannot be reached it says so, with what "
+            "to do, and keeps retrying: it never switches to simulated data by itself."
         ),
         epilog="example: cryptoflow up --source sim --sim-rate 100",
     )
