@@ -135,7 +135,8 @@ def _copy_dependencies(mvn: str, js: JarSet, target: Path, repo_url: str) -> Non
             cmd.append(f"-DexcludeArtifactIds={','.join(js.exclude_artifacts)}")
         if not js.transitive:
             cmd.append("-DexcludeTransitive=true")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # its own session: a stop signal to the command (`up`) is not for it
+        proc = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).splitlines()
         reason = next((ln for ln in lines if "Failed to execute" in ln), lines[-1] if lines else "")

@@ -81,7 +81,9 @@ def local_fs_jar(cache: Path) -> Path | None:
         classes = Path(tmp)
         classpath = os.pathsep.join([str(api), str(delta)])
         cmd = [javac, "--release", "17", "-nowarn", "-cp", classpath, "-d", str(classes)]
-        proc = subprocess.run([*cmd, *map(str, SOURCES)], capture_output=True, text=True)
+        proc = subprocess.run(  # its own session: a stop signal to `up` is not for it
+            [*cmd, *map(str, SOURCES)], capture_output=True, text=True, start_new_session=True
+        )
         if proc.returncode != 0:  # only slower without it: say why, and go on
             log.warning("javac could not build %s, so Spark uses Hadoop's local file system: %s",
                         jar.name, proc.stderr.strip()[:400])  # fmt: skip

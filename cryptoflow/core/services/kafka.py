@@ -149,6 +149,7 @@ def start(s: Settings) -> bool:
             ),
             capture_output=True,
             text=True,
+            start_new_session=True,  # a stop signal to `up` is not for it
         )
         if fmt.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr.strip()[-400:]}")

@@ -132,7 +132,8 @@ def _check_traversable(path: Path) -> None:
 
 def _pg(s: Settings, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [*_as_owner(), str(bin_dir() / tool), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    # its own session: a stop signal to `up`'s process group is not for initdb or pg_ctl
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/", start_new_session=True)
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise ServiceError(f"{tool} failed: {' '.join(detail)}")

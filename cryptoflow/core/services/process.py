@@ -117,7 +117,9 @@ def java_binary() -> str:
             f"Java {MIN_JAVA}+ is required for Spark and Kafka but was not found: "
             "install it (apt-get install -y openjdk-17-jdk-headless) or set JAVA_HOME"
         )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    out = subprocess.run(  # its own session: a stop signal to the command is not for it
+        [java, "-version"], capture_output=True, text=True, start_new_session=True
+    ).stderr
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     major = int(m.group(1)) if m else 0
     if major == 1 and m and m.group(2):  # "1.8.0_x"
