@@ -167,3 +167,27 @@ def test_sighup_to_run_group_stops_cleanly(settings, unique, tmp_path):
         assert len(got) > 0 and got.items() <= expected(payloads).items()
     finally:
         kill_leftovers(proc, marker)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_up_starts_its_services_stops_cleanly(tmp_path):
+    """SIGTERM to the group while `up` formats Kafka's storage and runs initdb: those
+    helpers are not the signal's target, so the services come up, and `up` stops them
+    again and exits 0 (it used to fail with 'formatting Kafka storage failed')."""
+    data_dir = make_data_dir()
+    s = make_settings(data_dir, source="sim")
+    marker = uuid.uuid4().hex
+    log = tmp_path / "up.log"
+    proc = launch([sys.executable, "-m", "cryptoflow", "up", "--source", "sim"],
+                  {**child_env(s), MARKER_VAR: marker}, log)  # fmt: skip
+    try:
+        wait_until(lambda: proc.poll() is not None or "simulator started" in log.read_text(),
+                   120, 0.05, "the services' start")  # fmt: skip
+        code = signal_group_and_wait(proc, signal.SIGTERM)
+        text = assert_clean_exit(code, log, marker)
+        assert "up: stopped" in text
+        assert not services.embedded_running(s)
+    finally:
+        kill_leftovers(proc, marker)
+        services.down(s, progress=lambda _: None)
+        shutil.rmtree(data_dir, ignore_errors=True)
