@@ -44,7 +44,7 @@ from pipelines.bronze.transform import bronze_rows
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths
 from pipelines.latency import LatencyWindow
-from pipelines.ledger import CommitLedger
+from pipelines.ledger import CommitLedger, created_empty
 from pipelines.ops.batches import latency_percentiles, record_batch
 from pipelines.serve import Served, serve_batch
 from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
@@ -227,7 +227,10 @@ class PipelineBatch:
         if self._index is None:
             committed = self._ledger.committed(spark, path, batch_id)
             before = table_version(spark, path) if committed is None else committed - 1
-            self._index = key_index(spark, path, before)
+            if before == 0 and created_empty(spark, path):  # a fresh lake: no key, no scan
+                self._index = KeyIndex(before)
+            else:
+                self._index = key_index(spark, path, before)
             return before
         latest = table_version(spark, path)
         if latest != self._index.version:  # another writer committed to silver
