@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
@@ -14,6 +15,7 @@ from ingestion.frames import INVALID_HEADER, classify
 log = logging.getLogger(__name__)
 
 WINDOW = 5_000  # messages read per step back from a partition's end
+SCAN_TIMEOUT_S = 5.0  # a scan that receives nothing for this long fails
 
 
 def murmur2_partition(key: bytes, partitions: int) -> int:
@@ -96,10 +98,17 @@ def _scan(
     best: dict[str, int] = {}
     wanted_sources = {s.encode() for s in sources}
     done = False
+    deadline = time.monotonic() + SCAN_TIMEOUT_S
     while not done:
-        msgs = consumer.consume(1000, timeout=5)
+        # Short polls: librdkafka returns a batch at 1,000 messages or at the timeout, so a
+        # partition with fewer records left than that cost the whole timeout (5 s, twice
+        # for two partitions: ingestion came up 10 s late after any restart with data).
+        msgs = consumer.consume(1000, timeout=0.1)
         if not msgs:
+            if time.monotonic() < deadline:
+                continue
             raise ServiceError(f"timed out reading {topic}[{partition}] at offset {start}")
+        deadline = time.monotonic() + SCAN_TIMEOUT_S
         for msg in msgs:
             error = msg.error()
             if error is not None:
