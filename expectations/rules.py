@@ -1,4 +1,5 @@
-"""Row-level rules for the streaming hot path, derived from the GE suites (the one definition).
+"""Row-level rules for the streaming hot path, derived from the GE suites (the one definition),
+read without importing GE (``read_suite_plain``).
 
 ``trade_rules(settings)`` gives silver's rules as Spark SQL booleans with their DLT-style
 action; ``unique_key_rule(settings)`` names the (symbol, trade_id) uniqueness expectation.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from cryptoflow.core.config import Settings
 from expectations.params import suite_parameters
-from expectations.suites import SuiteError, action_of, read_suite, rule_of
+from expectations.suites import SuiteError, action_of, read_suite_plain, rule_of
 from expectations.translate import TABLE_LEVEL, to_sql
 
 TRADES_SUITE = "silver_trades"
@@ -30,7 +31,7 @@ def row_rules(settings: Settings, suite_name: str) -> list[RowRule]:
     params = suite_parameters(settings)
     return [
         RowRule(rule_of(e), to_sql(e, params), action_of(e))
-        for e in read_suite(suite_name).expectations
+        for e in read_suite_plain(suite_name).expectations
         if e.expectation_type not in TABLE_LEVEL
     ]
 
@@ -50,7 +51,7 @@ def unique_key_rule(settings: Settings) -> RowRule:
 
     ``expression`` is unused (uniqueness spans rows and batches); it is ``TRUE``.
     """
-    for e in read_suite(TRADES_SUITE).expectations:
+    for e in read_suite_plain(TRADES_SUITE).expectations:
         if e.expectation_type == "expect_compound_columns_to_be_unique":
             return RowRule(rule_of(e), "TRUE", action_of(e))
     raise SuiteError(f"suite {TRADES_SUITE!r} has no expect_compound_columns_to_be_unique")

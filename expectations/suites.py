@@ -1,9 +1,11 @@
 """The versioned Great Expectations suites in ``expectations/suites/*.json``, loaded with GE.
 
-``read_suite`` gives the suite as written (parameters unresolved) for the hot-path translator;
-``resolved_suite`` fills the parameters with values for a GE validation run. Every expectation
-carries ``meta.rule`` (its stable name, unique in the suite) and ``meta.action`` (warn | drop |
-fail, Delta Live Tables' meaning); a suite file that lacks them is rejected with the reason.
+``read_suite`` gives the suite as written (parameters unresolved), parsed by GE;
+``read_suite_plain`` the same expectations without importing GE (the hot path's rules: GE's
+import costs seconds of every start); ``resolved_suite`` fills the parameters with values for
+a GE validation run. Every expectation carries ``meta.rule`` (its stable name, unique in the
+suite) and ``meta.action`` (warn | drop | fail, Delta Live Tables' meaning); a suite file that
+lacks them is rejected with the reason.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from great_expectations.core import ExpectationSuite
-from great_expectations.expectations.expectation import Expectation
+from typing import TYPE_CHECKING, Any
 
 from cryptoflow.core.errors import CryptoflowError
 from expectations.params import Param
+
+if TYPE_CHECKING:  # imported where used: GE's import takes seconds
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.expectations.expectation import Expectation
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 ACTIONS = ("warn", "drop", "fail")
@@ -43,9 +48,31 @@ def _load_json(name: str, suites_dir: Path) -> dict[str, Any]:
         raise SuiteError(f"{path} is not valid JSON: {e}") from e
 
 
-def _check_meta(name: str, suite: ExpectationSuite) -> None:
+@dataclass(frozen=True)
+class PlainConfiguration:
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlainExpectation:
+    """An expectation as ``read_suite_plain`` gives it: the attributes of GE's
+    ``Expectation`` that the hot path reads (type, ``configuration.kwargs``, meta)."""
+
+    expectation_type: str
+    configuration: PlainConfiguration
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PlainSuite:
+    name: str
+    expectations: list[PlainExpectation]
+
+
+def _check_meta(name: str, suite: ExpectationSuite | PlainSuite) -> None:
     seen: set[str] = set()
-    for i, exp in enumerate(suite.expectations):
+    expectations: Sequence[Expectation | PlainExpectation] = suite.expectations
+    for i, exp in enumerate(expectations):
         meta = exp.meta or {}
         rule, action = meta.get("rule"), meta.get("action")
         where = f"suite {name!r} expectation #{i} ({exp.expectation_type})"
@@ -60,6 +87,8 @@ def _check_meta(name: str, suite: ExpectationSuite) -> None:
 
 def read_suite(name: str, suites_dir: Path = SUITES_DIR) -> ExpectationSuite:
     """The suite as stored, parsed by GE's ``ExpectationSuite`` (parameters left in place)."""
+    from great_expectations.core import ExpectationSuite
+
     data = _load_json(name, suites_dir)
     try:
         suite = ExpectationSuite(
@@ -72,6 +101,41 @@ def read_suite(name: str, suites_dir: Path = SUITES_DIR) -> ExpectationSuite:
         raise SuiteError(f"{suite_path(name, suites_dir)} is not a GE suite: {e}") from e
     _check_meta(name, suite)
     return suite
+
+
+def read_suite_plain(name: str, suites_dir: Path = SUITES_DIR) -> PlainSuite:
+    """The suite's expectations as ``read_suite`` gives them, read without GE (whose import
+    cost the hot path's start seconds of CPU). Literal ``min_value``/``max_value`` integers
+    become floats, as GE's models make them (so ``>= 0.0``, not ``>= 0``): the rules derived
+    from both readers are the same text (tests/test_dq_rules.py, every shipped suite). GE's
+    validation runs still read the suite with GE, which checks the kwargs themselves."""
+    data = _load_json(name, suites_dir)
+    try:
+        suite = PlainSuite(
+            name=data["name"],
+            expectations=[
+                PlainExpectation(
+                    expectation_type=e["type"],
+                    configuration=PlainConfiguration(_as_ge_kwargs(e.get("kwargs") or {})),
+                    meta=dict(e.get("meta") or {}),
+                )
+                for e in data["expectations"]
+            ],
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SuiteError(f"{suite_path(name, suites_dir)} is not a GE suite: {e}") from e
+    _check_meta(name, suite)
+    return suite
+
+
+def _as_ge_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with literal integer bounds as floats, as GE's expectation models hold them."""
+    out = copy.deepcopy(dict(kwargs))
+    for key in ("min_value", "max_value"):
+        value = out.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
 
 
 def fill_text(text: str, params: dict[str, Param]) -> str:
@@ -131,14 +195,16 @@ def resolved_suite(
         if keep is None or keep(e):
             d["kwargs"] = _resolve_kwargs(d["kwargs"], params)
             exps.append(d)
+    from great_expectations.core import ExpectationSuite
+
     return ExpectationSuite(name=suite.name, expectations=exps, notes=suite.notes, meta=suite.meta)
 
 
-def rule_of(expectation: Expectation) -> str:
+def rule_of(expectation: Expectation | PlainExpectation) -> str:
     """``meta.rule`` of an expectation of a suite from ``read_suite`` (which checked it)."""
     return (expectation.meta or {})["rule"]
 
 
-def action_of(expectation: Expectation) -> str:
+def action_of(expectation: Expectation | PlainExpectation) -> str:
     """``meta.action`` of an expectation of a suite from ``read_suite`` (which checked it)."""
     return (expectation.meta or {})["action"]

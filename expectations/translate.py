@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
-
-from great_expectations.expectations.expectation import Expectation
+from typing import TYPE_CHECKING, Any
 
 from expectations.params import Param, sql_literal
-from expectations.suites import SuiteError, fill_text, param_name
+from expectations.suites import PlainExpectation, SuiteError, fill_text, param_name
+
+if TYPE_CHECKING:  # GE's import takes seconds: the hot path reads suites without it
+    from great_expectations.expectations.expectation import Expectation
 
 _QUERY = re.compile(
     r"^\s*SELECT\s+\*\s+FROM\s+\{batch\}\s+WHERE\s+(?P<cond>.+?)\s*;?\s*$", re.I | re.S
@@ -30,7 +31,7 @@ def ident(column: str) -> str:
 class _Ctx:
     """Kwarg access that turns parameters into SQL text."""
 
-    def __init__(self, exp: Expectation, params: dict[str, Param]):
+    def __init__(self, exp: Expectation | PlainExpectation, params: dict[str, Param]):
         self.kwargs: dict[str, Any] = dict(exp.configuration.kwargs)
         self.params = params
         self.type = exp.expectation_type
@@ -143,7 +144,7 @@ TRANSLATORS: dict[str, Callable[[_Ctx], str]] = {
 TABLE_LEVEL = {"expect_compound_columns_to_be_unique"}
 
 
-def to_sql(expectation: Expectation, params: dict[str, Param]) -> str:
+def to_sql(expectation: Expectation | PlainExpectation, params: dict[str, Param]) -> str:
     """The Spark SQL boolean that is TRUE for a row ``expectation`` accepts."""
     kind = expectation.expectation_type
     if kind not in TRANSLATORS:

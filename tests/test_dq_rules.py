@@ -302,3 +302,33 @@ def test_each_metrics_rule_fails_its_bad_row(spark):
         failed = {name for name, ok in result.items() if not ok}
         assert expected in failed, (expected, failed)
         assert None not in result.values()
+
+
+def test_the_hot_path_reads_every_suite_without_ge_and_gets_ges_rules():
+    """``read_suite_plain`` (the hot path's reader: GE's import costs seconds of every
+    start) gives each shipped suite's expectations with the same rule, action and SQL as
+    GE's own parse, and the pipeline's modules import without GE."""
+    import subprocess
+    import sys
+
+    from expectations.suites import SUITES_DIR, action_of, read_suite_plain, rule_of
+    from expectations.translate import TABLE_LEVEL
+
+    params = suite_parameters(base_settings())
+
+    def rules(suite):
+        return [
+            (e.expectation_type, rule_of(e), action_of(e),
+             None if e.expectation_type in TABLE_LEVEL else to_sql(e, params))
+            for e in suite.expectations
+        ]  # fmt: skip
+
+    names = sorted(p.stem for p in SUITES_DIR.glob("*.json"))
+    assert names == ["gold_metrics", "silver_trades"]
+    for name in names:
+        assert rules(read_suite_plain(name)) == rules(read_suite(name)), name
+    probe = "import sys, pipelines.job; print('great_expectations' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "False"
