@@ -44,7 +44,6 @@ from ingestion.status import ingest_status_path, read_status
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from cryptoflow.core.spark import SparkStart
     from expectations.schedule import PeriodicValidation
 
 log = logging.getLogger("cryptoflow.up")
@@ -358,7 +357,6 @@ def run_pipeline(
     board = StatusBoard(options, children, runners, progress, logs).start()
     progress = board.progress
     spark: SparkSession | None = None
-    spark_start: SparkStart | None = None
     validation: PeriodicValidation | None = None
     started_services: list[str] = []
     services_ready: Future[None] | None = None
@@ -370,21 +368,15 @@ def run_pipeline(
                 child.start()  # it needs no service
         if options.pipeline and not stop.is_set():
             board.activity = "starting Spark (the JVM, Delta, the Kafka connector)"
-            from cryptoflow.core.spark import SparkStart  # seconds: not before the view is up
+            from cryptoflow.core.spark import get_spark  # seconds: not before the view is up
 
-            spark_start = SparkStart(settings, "cryptoflow-up")  # the JVM boots meanwhile:
-            from expectations.schedule import PeriodicValidation  # Great Expectations, seconds
-            from pipelines import job
+            spark = get_spark(settings, "cryptoflow-up")  # while the services start
+            stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
         board.activity = "starting the services"
         services_ready.result()
         for child in children:
             if child.name != "simulator" and not stop.is_set():
                 child.start()  # it needs Kafka only
-        if spark_start is not None and not stop.is_set():
-            board.activity = "starting Spark (the JVM, Delta, the Kafka connector)"
-            spark = spark_start.session()
-            spark_start = None
-            stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
         board.activity = "starting the pipeline's query" if spark is not None else None
         if spark is not None and not stop.is_set():
             from expectations.schedule import PeriodicValidation
@@ -407,8 +399,6 @@ def run_pipeline(
     finally:
         board.stop()
         progress("up: stopping")
-        if spark_start is not None:  # an error before its session: end the booting JVM
-            spark_start.abandon()
         _shutdown(settings, children, runners, validation, spark, progress)
         _stop_services(settings, services_ready, started_services, progress)
         progress("up: stopped; run `cryptoflow up` again to resume from the checkpoints")

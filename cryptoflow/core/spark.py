@@ -6,27 +6,17 @@ import contextlib
 import functools
 import logging
 import os
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from py4j.clientserver import ClientServer, JavaParameters, PythonParameters
-from py4j.java_gateway import java_import
 from py4j.protocol import Py4JError
 from pyspark import SparkContext, java_gateway
-from pyspark.errors import PySparkRuntimeError
-from pyspark.find_spark_home import _find_spark_home
-from pyspark.serializers import UTF8Deserializer, read_int
 from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import Settings
@@ -153,146 +143,26 @@ def _jvm_output_to(path: Path | None) -> Iterator[None]:
             namespace["Popen"] = saved
 
 
-#: What pyspark's ``launch_gateway`` imports into a new gateway's JVM view (pyspark 4.1).
-_JAVA_IMPORTS = (
-    "org.apache.spark.SparkConf", "org.apache.spark.api.java.*",
-    "org.apache.spark.api.python.*", "org.apache.spark.ml.python.*",
-    "org.apache.spark.mllib.api.python.*", "org.apache.spark.resource.*",
-    "org.apache.spark.sql.Encoders", "org.apache.spark.sql.OnSuccessCall",
-    "org.apache.spark.sql.functions", "org.apache.spark.sql.classic.*",
-    "org.apache.spark.sql.api.python.*", "org.apache.spark.sql.hive.*", "scala.Tuple2",
-)  # fmt: skip
-
-
-@dataclass
-class _BootingJvm:
-    """A Spark JVM launched by ``_launch_jvm`` that has not said where its gateway is yet."""
-
-    proc: subprocess.Popen
-    info_dir: str
-    info_file: str
-
-
-def _launch_jvm(conf: dict[str, str]) -> _BootingJvm:
-    """The first half of pyspark's ``java_gateway.launch_gateway``: ``spark-submit`` with
-    ``conf``, started through ``java_gateway.Popen`` (so ``_jvm_in_own_session`` and
-    ``_jvm_output_to`` apply); ``_connect`` is the second half."""
-    command = [os.path.join(_find_spark_home(), "./bin/spark-submit")]
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")
-    if os.environ.get("SPARK_TESTING"):
-        submit_args = f"--conf spark.ui.enabled=false {submit_args}"
-    command += shlex.split(submit_args)
-    info_dir = tempfile.mkdtemp()
-    info_file = os.path.join(info_dir, "gateway")
-    env = {**os.environ, "SPARK_CONNECT_MODE": "0", "_PYSPARK_DRIVER_CONN_INFO_PATH": info_file}
-
-    def ignore_sigint() -> None:  # as pyspark's: Ctrl-C is the Python side's to handle
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    try:
-        popen = vars(java_gateway)["Popen"]
-        proc = popen(command, stdin=subprocess.PIPE, env=env, preexec_fn=ignore_sigint)
-    except BaseException:
-        shutil.rmtree(info_dir, ignore_errors=True)
-        raise
-    return _BootingJvm(proc, info_dir, info_file)
-
-
-def _connect(jvm: _BootingJvm) -> ClientServer:
-    """The second half of ``launch_gateway``: wait for the JVM's gateway, connect to it."""
-    try:
-        while jvm.proc.poll() is None and not os.path.isfile(jvm.info_file):
-            time.sleep(0.05)
-        if not os.path.isfile(jvm.info_file):
-            raise PySparkRuntimeError(errorClass="JAVA_GATEWAY_EXITED", messageParameters={})
-        with open(jvm.info_file, "rb") as info:
-            port = read_int(info)
-            secret = UTF8Deserializer().loads(info)
-    finally:
-        shutil.rmtree(jvm.info_dir, ignore_errors=True)
-    gateway = ClientServer(
-        java_parameters=JavaParameters(port=port, auth_token=secret, auto_convert=True),
-        python_parameters=PythonParameters(port=0, eager_load=False),
-    )
-    gateway.proc = jvm.proc  # as launch_gateway does: for stop_spark
-    for name in _JAVA_IMPORTS:
-        java_import(gateway.jvm, name)
-    return gateway
-
-
-class SparkStart:
-    """A Spark session on its way. The constructor launches the JVM and returns at once; it
-    boots in a process of its own (many seconds on a small machine) while the caller does
-    other work (``up`` imports the pipeline, Great Expectations alone taking seconds, and
-    waits for its services); ``session()`` then connects to it and makes the session.
-
-    The JVM runs in a session of its own and dies with this process (``_OwnSessionPopen``):
-    end it with ``stop_spark`` (or ``abandon`` before ``session``). Start it from the main
-    thread."""
-
-    def __init__(self, s: Settings, app_name: str = "cryptoflow") -> None:
-        java = java_binary()
-        os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
-        if s.spark_master.startswith("local"):
-            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        # Python workers (``createDataFrame`` of local rows) otherwise start ``python3`` from
-        # PATH, often not the project's interpreter; another minor version fails every task.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        self.conf = spark_conf(s, app_name)
-        self.output = None if verbose() else log_dir(s) / "spark.log"
-        self.settings = s
-        self._jvm: _BootingJvm | None = None
-        own_launch = (
-            SparkContext._gateway is None  # else this process has its JVM already
-            and "PYSPARK_GATEWAY_PORT" not in os.environ  # else a JVM that launched Python
-            and os.environ.get("PYSPARK_PIN_THREAD", "true").lower() == "true"
-        )
-        if own_launch:
-            with _jvm_in_own_session(), _jvm_output_to(self.output):
-                self._jvm = _launch_jvm(self.conf)
-
-    def session(self) -> SparkSession:
-        """Connect to the JVM (waiting for it to boot) and return the session."""
-        if self._jvm is not None:
-            jvm, self._jvm = self._jvm, None
-            try:
-                gateway = _connect(jvm)
-            except BaseException:
-                _kill(jvm.proc)
-                raise
-            SparkContext._ensure_initialized(gateway=gateway)
-        builder = SparkSession.builder
-        for key, value in self.conf.items():
-            builder = builder.config(key, value)
-        with _jvm_in_own_session(), _jvm_output_to(self.output):  # when none was launched
-            spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("WARN")
-        log.info("spark session master=%s version=%s", self.settings.spark_master, spark.version)
-        return spark
-
-    def abandon(self) -> None:
-        """End a JVM launched for a session that is no longer wanted (``session`` not called)."""
-        if self._jvm is not None:
-            jvm, self._jvm = self._jvm, None
-            _kill(jvm.proc)
-            shutil.rmtree(jvm.info_dir, ignore_errors=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(30)
-
-
 def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     """A Spark session with Delta, the Kafka connector and the project's settings.
 
     A local JVM is started in a session of its own and dies with this process (see
-    ``_OwnSessionPopen``): end it with ``stop_spark``. ``SparkStart`` starts it in the
-    background."""
-    return SparkStart(s, app_name).session()
+    ``_OwnSessionPopen``): end it with ``stop_spark``."""
+    java = java_binary()
+    os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
+    if s.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers (``createDataFrame`` of local rows) otherwise start ``python3`` from
+    # PATH, often not the project's interpreter; another minor version fails every task.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in spark_conf(s, app_name).items():
+        builder = builder.config(key, value)
+    with _jvm_in_own_session(), _jvm_output_to(None if verbose() else log_dir(s) / "spark.log"):
+        spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info("spark session master=%s version=%s", s.spark_master, spark.version)
+    return spark
 
 
 def stop_spark(spark: SparkSession, timeout_s: float = 30.0) -> None:
