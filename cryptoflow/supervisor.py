@@ -434,7 +434,10 @@ def _shutdown(
     for child in children:
         _best_effort(child.name, child.stop)
     if spark is not None:
+        from pipelines.log_checkpoints import stop_checkpointer
+
         session = spark
+        _best_effort("delta log checkpoints", lambda: stop_checkpointer(session))
         _best_effort("spark", lambda: stop_spark(session))
 
 

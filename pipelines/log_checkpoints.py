@@ -51,6 +51,15 @@ def checkpoint_in_background(spark: SparkSession, settings: Settings, *paths: st
         checkpointer.watch(*paths)
 
 
+def stop_checkpointer(spark: SparkSession) -> None:
+    """Stop the session's checkpointer thread, waiting for a checkpoint under way: call it
+    before stopping the session, so no checkpoint fails under a stopping JVM."""
+    with _LOCK:
+        checkpointer = _RUNNING.pop(id(spark), None)
+    if checkpointer is not None and checkpointer.is_alive():
+        checkpointer.stop()
+
+
 def _stop_inline_checkpoints(spark: SparkSession, path: str) -> None:
     key, value = NO_INLINE_CHECKPOINTS
     current = spark.sql(f"SHOW TBLPROPERTIES delta.`{path}` ('{key}')").collect()

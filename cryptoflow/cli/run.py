@@ -69,6 +69,7 @@ class _StopRequest:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from cryptoflow.core.spark import get_spark, stop_spark
     from pipelines import job
+    from pipelines.log_checkpoints import stop_checkpointer
     from pipelines.progress import FailureLogger, status_line
 
     unknown = sorted(set(args.stages) - {"all", job.QUERY})
@@ -113,6 +114,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 job.stop(query)
             except Exception as e:  # noqa: BLE001 (best effort while shutting down)
                 log.warning("stopping the query: %s", first_line(e))
+        try:
+            stop_checkpointer(spark)
+        except Exception as e:  # noqa: BLE001 (best effort while shutting down)
+            log.warning("stopping the delta log checkpoints: %s", first_line(e))
         stop_spark(spark)
         log.info("stopped")
 
