@@ -8,6 +8,7 @@ backoff; Ctrl-C stops everything cleanly and a rerun resumes from the checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -287,11 +288,43 @@ def child_argv(*args: str) -> list[str]:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT, SIGTERM and SIGHUP set ``stop`` (the loop then shuts down in order)."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, lambda *_: stop.set())
+class SignalStop:
+    """SIGINT, SIGTERM and SIGHUP set ``stop`` (the loop then shuts down in order).
+
+    The handler only writes a byte to a pipe, and a thread reading it sets ``stop``. Setting
+    the event in the handler deadlocked: Python runs handlers in the main thread between
+    two bytecodes, possibly while that thread holds the event's own lock inside
+    ``stop.wait``, which ``set`` then waits for forever (seen on a terminal's hang-up)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        read_end, self._write_end = os.pipe()
+        os.set_blocking(self._write_end, False)
+        watcher = threading.Thread(
+            target=self._watch, args=(read_end, stop), name="stop-signals", daemon=True
+        )
+        watcher.start()
+
+    def install(self) -> SignalStop:
+        """(Re)install the handlers; from the main thread only (elsewhere: nothing)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):  # the pipe is full: a stop is on its way anyway
+            os.write(self._write_end, bytes([signum]))
+
+    @staticmethod
+    def _watch(read_end: int, stop: threading.Event) -> None:
+        while os.read(read_end, 64):
+            stop.set()
+
+
+def stop_on_signals(stop: threading.Event) -> SignalStop:
+    """SIGINT, SIGTERM and SIGHUP set ``stop`` (``SignalStop``; ``install()`` again after
+    something replaced the handlers, as a new SparkContext does SIGINT's)."""
+    return SignalStop(stop).install()
 
 
 def prepare(
@@ -331,7 +364,7 @@ def run_pipeline(
     between two batches, Spark's JVM, then the embedded services this run started. Embedded
     services that were running before are left running, and it says so."""
     settings = settings.replace(source=options.source)
-    stop_on_signals(stop)
+    signals = stop_on_signals(stop)
     logs = settings.data_dir.resolve() / "logs"
     children: list[ChildProcess] = []
     if options.source == "sim" and options.ingest:
@@ -371,7 +404,7 @@ def run_pipeline(
             from cryptoflow.core.spark import get_spark  # seconds: not before the view is up
 
             spark = get_spark(settings, "cryptoflow-up")  # while the services start
-            stop_on_signals(stop)  # the SparkContext just replaced the SIGINT handler
+            signals.install()  # the SparkContext just replaced the SIGINT handler
         board.activity = "starting the services"
         services_ready.result()
         for child in children:
@@ -397,11 +430,23 @@ def run_pipeline(
             for runner in runners:
                 runner.check()
     finally:
-        board.stop()
-        progress("up: stopping")
-        _shutdown(settings, children, runners, validation, spark, progress)
-        _stop_services(settings, services_ready, started_services, progress)
-        progress("up: stopped; run `cryptoflow up` again to resume from the checkpoints")
+        # A terminal that hung up (SIGHUP) fails every write (EIO): the stop goes on anyway.
+        say = _unfailing(progress)
+        _best_effort("the status view", board.stop)
+        say("up: stopping")
+        _shutdown(settings, children, runners, validation, spark, say)
+        _stop_services(settings, services_ready, started_services, say)
+        say("up: stopped; run `cryptoflow up` again to resume from the checkpoints")
+
+
+def _unfailing(progress: Callable[[str], None]) -> Callable[[str], None]:
+    """``progress`` that drops a line it cannot write (a closed terminal or pipe)."""
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError):  # EIO: a hung-up terminal; EPIPE: a closed pipe
+            progress(line)
+
+    return say
 
 
 def _best_effort(what: str, step: Callable[[], object]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from cryptoflow.core import services
 from cryptoflow.core.config import Settings
 from cryptoflow.supervisor import child_env
 from ingestion.simulator import read_record
-from tests.conftest import make_data_dir, make_settings, wait_until
+from tests.conftest import free_port, make_data_dir, make_settings, wait_until
 from tests.pipeline_helpers import expected, isolated, pg_rows, pg_trades, produce_trades, trades
 
 pytestmark = pytest.mark.integration
@@ -191,3 +192,38 @@ def test_sigterm_while_up_starts_its_services_stops_cleanly(tmp_path):
         kill_leftovers(proc, marker)
         services.down(s, progress=lambda _: None)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+def test_terminal_hang_up_stops_up_cleanly(settings, unique, tmp_path):
+    """`cryptoflow up` in an interactive shell in a terminal (tmux) that closes: the shell
+    passes SIGHUP on to its job, the live view's writes fail (EIO), and `up` still stops
+    everything and exits 0. Both broke it: a write in the shutdown raised, and setting the
+    stop event from the signal handler could deadlock with the main loop's wait."""
+    s = isolated(settings, unique, tmp_path).replace(source="sim", sim_port=free_port())
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in child_env(s).items() if k not in ("COLUMNS", "LINES", "TMUX")}
+    env[MARKER_VAR] = marker
+    rc = tmp_path / "rc"
+    script = tmp_path / "run.sh"
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    argv = [sys.executable, "-m", "cryptoflow", "up", "--source", "sim", "--sim-rate", "50"]
+    script.write_text(  # the script's own shell ignores the hang-up; cryptoflow handles it
+        f"trap '' HUP\n{exports}cd {shlex.quote(str(tmp_path))}\n{shlex.join(argv)}\n"
+        f"echo $? > {shlex.quote(str(rc))}\n"
+    )
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "40", "bash --norc -i"],
+                   check=True, timeout=30)  # fmt: skip
+    try:
+        subprocess.run([*tmux, "send-keys", f"bash {shlex.quote(str(script))}", "Enter"],
+                       check=True, timeout=30)  # fmt: skip
+        wait_until(lambda: pg_trades(s, s.symbols), 240, 0.5, "rows of the run in raw_trades")
+        subprocess.run([*tmux, "kill-server"], check=True, timeout=30)  # the terminal closes
+        wait_until(lambda: rc.exists() and rc.read_text().strip(), 120, 0.5, "up's exit")
+        assert rc.read_text().strip() == "0"
+        wait_until(lambda: not processes_with(marker), 20, 0.5, "every process of the run to end")
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
+        kill_leftovers(None, marker)
