@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from pathlib import Path
 
 from cryptoflow.core.config import SOURCES, Settings
 from cryptoflow.core.errors import ConfigError
+from cryptoflow.core.signals import SignalStop
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.source != "csv" and (args.csv or args.speed is not None):
         raise ConfigError("--csv and --speed only apply to --source csv")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    SignalStop(stop).install()  # SIGINT, SIGTERM, SIGHUP; not stop.set() in the handler
     stats = run_ingestion(settings, stop_event=stop, csv_paths=args.csv, speed=args.speed)
     return 1 if stats.undelivered else 0  # 1: Kafka did not take everything before the stop

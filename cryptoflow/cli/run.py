@@ -9,7 +9,7 @@ import time
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import ConfigError, first_line
-from cryptoflow.supervisor import STOP_SIGNALS
+from cryptoflow.core.signals import STOP_SIGNALS
 
 log = logging.getLogger("cryptoflow.run")
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _StopRequest:
-    """Set by SIGINT, SIGTERM or SIGHUP (``cryptoflow.supervisor.STOP_SIGNALS``); the watch
+    """Set by SIGINT, SIGTERM or SIGHUP (``cryptoflow.core.signals.STOP_SIGNALS``); the watch
     loop notices it between py4j calls, so a stop never interrupts a call into the JVM
     half-way. A second Ctrl-C gives up on the clean stop; a repeated SIGTERM or SIGHUP does
     not (``uv run`` passes a SIGTERM to its process group on, so it arrives twice)."""
