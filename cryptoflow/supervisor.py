@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from expectations.schedule import PeriodicValidation
+    from pipelines.job import PipelineQuery
 
 log = logging.getLogger("cryptoflow.up")
 
@@ -149,7 +150,7 @@ class ChildProcess:
         return ingest_stage(self.name, record)
 
 
-def _hit_55271(query: Any) -> bool:
+def _hit_55271(query: PipelineQuery) -> bool:
     from pipelines.job import hit_spark_55271
 
     return hit_spark_55271(query)
@@ -160,8 +161,8 @@ class StageRunner:
     """One streaming query, restarted from its checkpoint with backoff when it fails."""
 
     stage: str
-    start_fn: Callable[[], object]
-    query: object | None = None
+    start_fn: Callable[[], PipelineQuery]
+    query: PipelineQuery | None = None
     failures: int = 0
     restart_at: float = 0.0
     last_error: str = ""
