@@ -5,8 +5,8 @@ through a pipe, on the session's Kafka and PostgreSQL.
   within 60 s, nothing from Spark, log4j, py4j or Great Expectations reaches the screen, and
   Ctrl-C ends it with exit code 0.
 * With the exchange unreachable, `up --source binance` shows ingestion DISCONNECTED with
-  the reason and the `--source sim` hint within 15 s, on a terminal and through a pipe
-  (`--no-pipeline`: what is tested is ingestion's state on the terminal; no Spark needed).
+  the reason and the `--source sim` hint within 15 s, on a terminal and through a pipe,
+  while Spark and the pipeline start beside it.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def test_unreachable_exchange_shows_disconnected_reason_and_hint_in_a_terminal(
     s = _unreachable_settings(
         settings, tmp_path, f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}"
     )
-    argv = [CLI, "up", "--source", "binance", "--no-pipeline"]
+    argv = [CLI, "up", "--source", "binance"]
     with terminal(argv, _env(s, marker), tmp_path) as term:
         term.wait_for(
             lambda scr: DISCONNECTED_WITH_REASON in scr and HINTS[UNREACHABLE] in _unwrapped(scr),
@@ -255,7 +255,7 @@ def test_unreachable_exchange_shows_disconnected_reason_and_hint_through_a_pipe(
     started = time.monotonic()
     with (tmp_path / "stderr").open("wb") as err:
         proc = subprocess.Popen(
-            [CLI, "up", "--source", "binance", "--no-pipeline"], env=_env(s, marker),
+            [CLI, "up", "--source", "binance"], env=_env(s, marker),
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
             text=True,
         )  # fmt: skip
