@@ -149,13 +149,14 @@ def test_up_with_faulty_simulator_is_exact(settings, spark, unique, tmp_path):
             s, "SELECT count(*) FROM quarantine WHERE topic = %s", (s.kafka_topic,)
         )[0][0]
         assert quarantined > 0  # the malformed frames, each with the expectation it failed
+        # a status line per part, the query's once a batch has served (every 5 s)
+        parts = ("trades: running batch=", "ingest: running frames/s=")
+        wait_until(lambda: all(p in log.read_text() for p in parts), 60, 0.5,
+                   "a running status line of the query and of ingestion")  # fmt: skip
     finally:
         code = stop(up)
     assert code == 0, log.read_text()[-3000:]
-    text = log.read_text()
-    assert "up: stopped" in text
-    for part in ("trades: running batch=", "ingest: running frames/s="):
-        assert part in text  # a status line per part: the query and the children
+    assert "up: stopped" in log.read_text()
 
 
 def test_spark_killed_three_times_stays_exact(settings, spark, unique, tmp_path):

@@ -117,16 +117,29 @@ def java_binary() -> str:
             f"Java {MIN_JAVA}+ is required for Spark and Kafka but was not found: "
             "install it (apt-get install -y openjdk-17-jdk-headless) or set JAVA_HOME"
         )
+    if java not in _CHECKED_JAVA:
+        _check_java_version(java)
+        _CHECKED_JAVA.add(java)
+    return java
+
+
+#: Java binaries whose version was checked (once per process: setup steps and the Spark
+#: session both ask; a second ``java -version`` under load only costs time).
+_CHECKED_JAVA: set[str] = set()
+
+
+def _check_java_version(java: str) -> None:
     out = subprocess.run(  # its own session: a stop signal to the command is not for it
         [java, "-version"], capture_output=True, text=True, start_new_session=True
-    ).stderr
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    )
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr)
     major = int(m.group(1)) if m else 0
     if major == 1 and m and m.group(2):  # "1.8.0_x"
         major = int(m.group(2))
     if major < MIN_JAVA:
+        said = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[0]
         raise ServiceError(
-            f"Java {major or '?'} found at {java}, but {MIN_JAVA} or newer is required: "
-            "install openjdk-17-jdk-headless and point JAVA_HOME at it"
+            f"Java {major or '?'} found at {java} (`java -version` said: {said[:200]}), but "
+            f"{MIN_JAVA} or newer is required: install openjdk-17-jdk-headless and point "
+            "JAVA_HOME at it"
         )
-    return java
