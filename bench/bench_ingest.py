@@ -90,7 +90,7 @@ def main() -> int:
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         sim_port=free_port(),
-        kafka_topic="bench.raw",
+        kafka_topic_prefix="bench.raw",
         source="sim",
         status_interval_s=5,
         gap_probe_idle_s=5,
@@ -100,7 +100,7 @@ def main() -> int:
     sim = None
     try:
         kafka.ensure_topic(s)
-        hot = s.replace(kafka_topic="bench.hot")
+        hot = s.replace(kafka_topic_prefix="bench.hot")
         kafka.ensure_topic(hot)
         print(f"hot path (classify+produce, no WebSocket): {hot_path(hot, args.hot_path):,.0f}/s")
 

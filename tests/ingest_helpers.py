@@ -209,7 +209,7 @@ def seed_resume_point(handle, s: Settings) -> set[tuple[str, int]]:
 
 def client(handle, settings: Settings, unique: str, **overrides) -> Settings:
     values = dict(
-        kafka_topic=f"ingest-{unique}",
+        kafka_topic_prefix=f"ingest-{unique}",
         ws_backoff_initial_ms=100,
         ws_backoff_max_ms=1000,
         status_interval_s=1,

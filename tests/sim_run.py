@@ -26,7 +26,7 @@ class SimRun:
     def __init__(self, settings: Settings, workdir: Path, rate: int = 20):
         self.settings = settings.replace(
             source="sim",
-            kafka_topic=f"dashboard.{workdir.name}",
+            kafka_topic_prefix=f"dashboard.{workdir.name}",
             lake_root=str(workdir / "lake"),
             checkpoint_root=str(workdir / "checkpoints"),
             sim_port=free_port(),

@@ -64,11 +64,11 @@ def test_bad_values_fail_early_with_the_variable_named(env, message):
 def test_dotenv_is_read_and_environment_wins(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text(
-        "# comment\nCRYPTOFLOW_SOURCE=sim\nexport CRYPTOFLOW_KAFKA_TOPIC='t1'\n"
+        "# comment\nCRYPTOFLOW_SOURCE=sim\nexport CRYPTOFLOW_KAFKA_TOPIC_PREFIX='t1'\n"
         'CRYPTOFLOW_SIM_PORT="19999"\n'
     )
-    s = load_settings(environ={"CRYPTOFLOW_KAFKA_TOPIC": "t2"}, dotenv=env_file)
-    assert (s.source, s.kafka_topic, s.sim_port) == ("sim", "t2", 19999)
+    s = load_settings(environ={"CRYPTOFLOW_KAFKA_TOPIC_PREFIX": "t2"}, dotenv=env_file)
+    assert (s.source, s.kafka_topic, s.sim_port) == ("sim", "t2.trades.raw", 19999)
     assert s.ws_url == "ws://127.0.0.1:19999"
 
 
@@ -129,3 +129,20 @@ def test_kafka_cluster_ids_never_look_like_options():
 
     ids = [_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_streams_choose_kinds_in_registry_order_with_trade_always_on():
+    s = load_settings(environ={"CRYPTOFLOW_STREAMS": "bookTicker, kline_1m"}, dotenv=None)
+    assert [k.name for k in s.stream_kinds] == ["trade", "kline_1m", "bookTicker"]
+    assert s.topics == ["binance.trades.raw", "binance.klines.raw", "binance.bookticker.raw"]
+    default = load_settings(environ={}, dotenv=None)
+    assert [k.name for k in default.stream_kinds] == ["trade", "aggTrade", "kline_1m", "bookTicker"]
+
+
+def test_unknown_stream_kind_and_time_unit_are_named():
+    with pytest.raises(
+        ConfigError, match="unknown stream kind\\(s\\) depth; known: trade, aggTrade"
+    ):
+        load_settings(environ={"CRYPTOFLOW_STREAMS": "trade,depth"}, dotenv=None)
+    with pytest.raises(ConfigError, match="CRYPTOFLOW_BINANCE_TIME_UNIT='NANO'"):
+        load_settings(environ={"CRYPTOFLOW_BINANCE_TIME_UNIT": "NANO"}, dotenv=None)

@@ -31,7 +31,7 @@ def test_corpus_lands_in_quarantine_under_its_expectation(spark, settings, uniqu
     u = unique.upper()
     s = settings.replace(
         symbols=[f"Q{u}USDT", f"R{u}USDT"],
-        kafka_topic=f"test.dq.{unique}",
+        kafka_topic_prefix=f"test.dq.{unique}",
         lake_root=str(tmp_path / "lake"),
         checkpoint_root=str(tmp_path / "checkpoints"),
         trigger_interval_ms=200,

@@ -29,7 +29,7 @@ def _rows(first_id: int, n: int, t0: int, step: int) -> list[tuple]:
 
 
 def test_csv_replay_ms_zip_and_us_csv_with_malformed_lines(settings, unique, tmp_path):
-    s = settings.replace(kafka_topic=f"csv-{unique}", source="csv", status_interval_s=1)
+    s = settings.replace(kafka_topic_prefix=f"csv-{unique}", source="csv", status_interval_s=1)
     ms_zip = write_trade_file(  # 2024 file: milliseconds, no header
         tmp_path / "BTCUSDT-trades-2024-12-31.zip", _rows(1000, 300, 1735603200000, 7)
     )
@@ -66,7 +66,7 @@ def test_csv_replay_ms_zip_and_us_csv_with_malformed_lines(settings, unique, tmp
 
 
 def test_csv_replay_paces_by_trade_time(settings, unique, tmp_path):
-    s = settings.replace(kafka_topic=f"csvpace-{unique}", source="csv")
+    s = settings.replace(kafka_topic_prefix=f"csvpace-{unique}", source="csv")
     f = write_trade_file(  # 2 s of trades replayed at 4x: about 0.5 s
         tmp_path / "BNBUSDT-trades-2024-06-01.csv", _rows(1, 21, 1717200000000, 100)
     )
@@ -81,7 +81,7 @@ def test_csv_replay_paces_by_trade_time(settings, unique, tmp_path):
 
 
 def test_csv_replay_rejects_unnamed_files(settings, unique, tmp_path):
-    s = settings.replace(kafka_topic=f"csvbad-{unique}", source="csv")
+    s = settings.replace(kafka_topic_prefix=f"csvbad-{unique}", source="csv")
     f = write_trade_file(tmp_path / "trades.csv", _rows(1, 2, 1717200000000, 1))
     with pytest.raises(Exception, match="SYMBOL-trades-YYYY-MM-DD"):
         run_ingestion(s, csv_paths=[f])

@@ -81,7 +81,7 @@ def test_sigkill_and_restart_backfills_the_trades_made_meanwhile(settings, uniqu
     with start_simulator_process(sim_settings, opts) as sim:
         s = sim_settings.replace(
             source="sim",
-            kafka_topic=f"ingest-kill-{unique}",
+            kafka_topic_prefix=f"ingest-kill-{unique}",
             ws_backoff_initial_ms=100,
             status_interval_s=1,
             gap_probe_idle_s=2,

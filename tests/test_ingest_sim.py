@@ -168,7 +168,7 @@ def test_unreachable_exchange_is_reported_and_retried(settings, unique):
     port = free_port()  # nothing listens here
     s = settings.replace(
         source="binance",
-        kafka_topic=f"ingest-down-{unique}",
+        kafka_topic_prefix=f"ingest-down-{unique}",
         binance_ws_url=f"ws://127.0.0.1:{port}",
         binance_rest_url=f"http://127.0.0.1:{port}",
         ws_backoff_initial_ms=100,

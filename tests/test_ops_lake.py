@@ -28,7 +28,7 @@ def lake(settings, unique, tmp_path):
     return settings.replace(
         lake_root=str(tmp_path / "lake"),
         checkpoint_root=str(tmp_path / "ckpt"),
-        kafka_topic=f"test.ops.{unique}",
+        kafka_topic_prefix=f"test.ops.{unique}",
     )
 
 

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Read the combined @trade stream of CRYPTOFLOW_SYMBOLS (from Binance, or from the "
             "simulator started with `cryptoflow simulate`), or replay Binance public-data "
-            "trade files, and produce every frame unchanged to CRYPTOFLOW_KAFKA_TOPIC (key = "
+            "trade files, and produce every frame unchanged to the topic of its stream kind (key = "
             "symbol, timestamp = receive time). Reconnects with backoff, fills trade-id gaps "
             "from REST (recording what cannot be filled in <topic>.gaps), resumes from the last "
             "trade id in Kafka, and prints a status line every CRYPTOFLOW_STATUS_INTERVAL_S "

@@ -16,9 +16,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptoflow.core.errors import ConfigError
+from cryptoflow.core.streams import DEFAULT_STREAMS, TRADE, StreamKind, kinds, topic_name
 
 PREFIX = "CRYPTOFLOW_"
 SOURCES = ("binance", "sim", "csv")
+TIME_UNITS = ("MILLISECOND", "MICROSECOND")
 
 #: Known Binance endpoints by short name (``CRYPTOFLOW_BINANCE_ENDPOINT``).
 BINANCE_ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -54,9 +56,13 @@ class Settings:
     kafka_port: int = _env("Port of the embedded broker", 19092)
     kafka_controller_port: int = _env("KRaft controller port of the embedded broker", 19093)
     kafka_heap: str = _env("JVM heap of the embedded broker", "512m")
-    kafka_topic: str = _env("Topic of raw exchange frames", "binance.trades.raw")
-    kafka_partitions: int = _env("Partitions of the raw topic when created", 3)
-    kafka_retention_ms: int = _env("Retention of the raw topic when created", 7 * 24 * 3600 * 1000)
+    kafka_topic_prefix: str = _env(
+        "Prefix of the topics of raw exchange frames: <prefix>.<kind>.raw, one per stream kind "
+        "(binance.trades.raw, binance.aggtrades.raw, binance.klines.raw, binance.bookticker.raw)",
+        "binance",
+    )
+    kafka_partitions: int = _env("Partitions of each raw topic when created", 3)
+    kafka_retention_ms: int = _env("Retention of each raw topic when created", 7 * 24 * 3600 * 1000)
     # --- PostgreSQL
     postgres_dsn: str = _env(
         "DSN the pipeline writes with; empty starts the embedded cluster", "", secret=True
@@ -122,6 +128,16 @@ class Settings:
         "Symbols to stream, comma separated", ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
     )
     source: str = _env("Trade source: binance, sim or csv", "binance")
+    streams: str = _env(
+        "Binance stream kinds to ingest and process, comma separated (trade is always on: "
+        "gold and reconciliation come from it); see cryptoflow/core/streams.py",
+        ",".join(DEFAULT_STREAMS),
+    )
+    binance_time_unit: str = _env(
+        "Time unit asked of Binance (timeUnit on WebSocket and REST): MILLISECOND or "
+        "MICROSECOND. Times are kept at the precision the source gives",
+        "MILLISECOND",
+    )
     binance_endpoint: str = _env("Binance endpoint: binance, vision, us or testnet", "binance")
     binance_ws_url: str = _env("WebSocket base URL; overrides binance_endpoint", "")
     binance_rest_url: str = _env("REST base URL; overrides binance_endpoint", "")
@@ -151,7 +167,7 @@ class Settings:
         "REST request-weight budget per minute (Binance allows 6000 per IP)", 5000
     )
     rest_historical_trades_weight: int = _env("Weight of one historicalTrades request", 25)
-    gaps_topic: str = _env("Topic recording gap outcomes; default <kafka_topic>.gaps", "")
+    gaps_topic: str = _env("Topic recording gap outcomes; default <kafka_topic_prefix>.gaps", "")
     gap_probe_idle_s: int = _env(
         "Ask REST for newer trades of a symbol quiet this long (finds gaps at a feed's end)", 30
     )
@@ -165,6 +181,9 @@ class Settings:
         "Event-time watermark: trades older than the newest seen minus this are counted late "
         "(and still folded into their windows)",
         10,
+    )
+    candle_intervals: str = _env(
+        "Candle intervals gold folds from trades, comma separated (s, m, h units)", "1s,1m,5m,1h"
     )
     log_level: str = _env("Log level of cryptoflow's own loggers", "INFO")
     # --- Data quality (expectations/, `cryptoflow validate`, `cryptoflow dq`)
@@ -222,6 +241,25 @@ class Settings:
     def checkpoints(self) -> str:
         return self.checkpoint_root or str((self.data_dir / "checkpoints").resolve())
 
+    @property
+    def stream_kinds(self) -> list[StreamKind]:
+        """The stream kinds chosen by ``streams``, in registry order (trade always first)."""
+        return kinds([n.strip() for n in self.streams.split(",") if n.strip()])
+
+    def topic(self, kind: StreamKind) -> str:
+        """The Kafka topic of ``kind``'s raw frames."""
+        return topic_name(self.kafka_topic_prefix, kind)
+
+    @property
+    def kafka_topic(self) -> str:
+        """The topic of raw ``@trade`` frames."""
+        return self.topic(TRADE)
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics of every chosen stream kind, in registry order."""
+        return [self.topic(k) for k in self.stream_kinds]
+
     def table_path(self, name: str) -> str:
         """Path (or URI) of the Delta table ``name`` (bronze, silver, quarantine, gold...)."""
         return f"{self.lake.rstrip('/')}/{name}"
@@ -270,7 +308,7 @@ class Settings:
             "kafka": {
                 "embedded": self.embedded_kafka,
                 "bootstrap_servers": self.bootstrap_servers,
-                "topic": self.kafka_topic,
+                "topics": self.topics,
             },
             "postgres": {"embedded": self.embedded_postgres},
             "spark_master": self.spark_master,
@@ -278,6 +316,7 @@ class Settings:
             "tables": {t: self.table_path(t) for t in TABLES},
             "checkpoint_root": self.checkpoints,
             "symbols": self.symbols,
+            "streams": [k.name for k in self.stream_kinds],
             "source": self.source,
             "websocket_url": self.ws_url,
             "rest_url": self.rest_url,
@@ -387,6 +426,12 @@ def validate(s: Settings) -> None:
                  "delta_checkpoint_every"):  # fmt: skip
         if getattr(s, name) < 1:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+    s.stream_kinds  # noqa: B018 - raises ConfigError naming an unknown kind
+    if s.binance_time_unit not in TIME_UNITS:
+        raise ConfigError(
+            f"CRYPTOFLOW_BINANCE_TIME_UNIT={s.binance_time_unit!r}: expected one of "
+            + ", ".join(TIME_UNITS)
+        )
     if s.watermark_seconds < 0:
         raise ConfigError("CRYPTOFLOW_WATERMARK_SECONDS must not be negative")
 
