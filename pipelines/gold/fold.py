@@ -9,6 +9,12 @@ exactly the trades raw_trades holds. The touched sums come back from the same st
 ``finish`` (exact fractions, rounded half-even once) derives their ``metrics`` rows, upserted
 in the same transaction.
 
+The same statement folds those rows into their candles (``pipelines.gold.candles``): one
+CTE inserts the trades, and both folds read exactly its rows. ``fold_batch`` returns what
+the batch's later steps need: the metrics rows, the 1 m candles touched (the minutes to
+reconcile, ``pipelines.gold.reconcile``) and the range of trade ids inserted per symbol (the
+aggregates to check against their trades).
+
 PostgreSQL's ``numeric`` is exact, so the sums carry every digit; windows are
 ``date_bin(length, trade_time, epoch)``, the epoch-aligned tumbling windows of Spark's
 ``window()``.
@@ -17,12 +23,14 @@ PostgreSQL's ``numeric`` is exact, so the sums carry every digit; windows are
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg2.extensions
 from psycopg2 import sql
 
+from pipelines.gold.candles import MINUTE, CandleInterval, candle_cte, candle_params
 from pipelines.gold.transform import LATENCIES, METRIC_COLUMNS, finish
 from pipelines.serving import UpsertSpec, copy_upsert
 
@@ -57,9 +65,12 @@ _AGGREGATES = {
 
 
 def fold_statement(columns: Sequence[str], stage: sql.Identifier) -> sql.Composed:
-    """Insert the staged trades into raw_trades and fold the inserted ones into metric_sums,
-    returning every touched sums row and ``new_trades``, how many it inserted. Parameters:
-    ``lengths`` (int[]), ``lake`` (text), ``epoch`` (timestamptz)."""
+    """Insert the staged trades into raw_trades and fold the inserted ones into metric_sums
+    and candles, returning every touched sums row with ``new_trades`` (how many it inserted),
+    ``minute_symbols`` / ``minute_starts`` (the 1 m candles touched) and ``trade_ranges``
+    ({symbol: [lowest, highest] trade id inserted}). Parameters: ``lengths`` (int[]), ``lake``
+    (text), ``epoch`` (timestamptz), ``candle_seconds`` (int[]), ``candle_names`` (text[]),
+    ``minute`` (text: the 1 m interval's name)."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     names = list(_AGGREGATES)
     merge = [sql.SQL("{0} = m.{0} + EXCLUDED.{0}").format(sql.Identifier(c)) for c in ADDED]
@@ -72,7 +83,8 @@ def fold_statement(columns: Sequence[str], stage: sql.Identifier) -> sql.Compose
         "WITH n AS ("
         " INSERT INTO raw_trades ({cols}) SELECT {cols} FROM {stage}"
         " ON CONFLICT (symbol, trade_id) DO NOTHING"
-        " RETURNING symbol, price, quantity, is_buyer_maker, trade_time, {latencies})"
+        " RETURNING symbol, trade_id, price, quantity, is_buyer_maker, trade_time, {latencies}),"
+        " {candles}"
         " INSERT INTO metric_sums AS m (symbol, window_seconds, window_start, {names},"
         " lake, change_seq)"
         " SELECT n.symbol, l.seconds,"
@@ -81,8 +93,16 @@ def fold_statement(columns: Sequence[str], stage: sql.Identifier) -> sql.Compose
         " FROM n CROSS JOIN unnest(%(lengths)s::int[]) AS l(seconds)"
         " GROUP BY n.symbol, l.seconds, 3"
         " ON CONFLICT (symbol, window_seconds, window_start) DO UPDATE SET {merge}"
-        " RETURNING m.*, (SELECT count(*) FROM n) AS new_trades"
+        " RETURNING m.*, (SELECT count(*) FROM n) AS new_trades,"
+        " (SELECT array_agg(symbol ORDER BY symbol, open_time) FROM c"
+        ' WHERE "interval" = %(minute)s) AS minute_symbols,'
+        " (SELECT array_agg(open_time ORDER BY symbol, open_time) FROM c"
+        ' WHERE "interval" = %(minute)s) AS minute_starts,'
+        " (SELECT jsonb_object_agg(symbol, jsonb_build_array(lo, hi)) FROM"
+        " (SELECT symbol, min(trade_id) AS lo, max(trade_id) AS hi FROM n GROUP BY symbol) r)"
+        " AS trade_ranges"
     ).format(
+        candles=candle_cte(),
         cols=cols,
         stage=stage,
         latencies=sql.SQL(", ").join(sql.Identifier(n) for n in LATENCIES),
@@ -112,23 +132,53 @@ def fetch_dicts(cur: psycopg2.extensions.cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
+@dataclass(frozen=True)
+class Folded:
+    """What a batch's fold did: ``trades`` inserted, the ``windows``' gold rows (``finish``),
+    the 1 m candles touched as (symbol, open_time) ``minutes``, and per symbol the lowest and
+    highest trade id inserted (``trade_ranges``)."""
+
+    trades: int = 0
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    minutes: list[tuple[str, datetime]] = field(default_factory=list)
+    trade_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def fold_batch(
+    cur: psycopg2.extensions.cursor,
+    columns: Sequence[str],
+    stage: sql.Identifier,
+    lake: str,
+    lengths: Sequence[int],
+    intervals: Sequence[CandleInterval] = (),
+) -> Folded:
+    """Insert the staged trades, fold the new ones into their windows and their candles of
+    every interval in ``intervals`` (``candle_intervals(settings)``), and upsert the touched
+    windows' ``metrics``. Runs inside the caller's transaction."""
+    cur.execute(
+        fold_statement(columns, stage),
+        {"lengths": list(lengths), "lake": lake, "epoch": _EPOCH, "minute": MINUTE,
+         **candle_params(list(intervals))},
+    )  # fmt: skip
+    touched = fetch_dicts(cur)
+    if not touched:
+        return Folded()
+    gold = [finish(as_window_sums(r)) for r in touched]
+    copy_upsert(cur, METRICS_SPEC, [tuple(r[c] for c in METRIC_COLUMNS) for r in gold])
+    first = touched[0]
+    minutes = list(zip(first["minute_symbols"] or [], first["minute_starts"] or [], strict=True))
+    ranges = {s: (int(lo), int(hi)) for s, (lo, hi) in (first["trade_ranges"] or {}).items()}
+    return Folded(first["new_trades"], gold, minutes, ranges)
+
+
 def fold_trades(
     cur: psycopg2.extensions.cursor,
     columns: Sequence[str],
     stage: sql.Identifier,
     lake: str,
     lengths: Sequence[int],
+    intervals: Sequence[CandleInterval] = (),
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Insert the staged trades, fold the new ones and upsert their windows' ``metrics``.
-
-    Returns (trades inserted, the gold rows of every touched window). Runs inside the
-    caller's transaction."""
-    cur.execute(
-        fold_statement(columns, stage),
-        {"lengths": list(lengths), "lake": lake, "epoch": _EPOCH},
-    )
-    touched = fetch_dicts(cur)
-    gold = [finish(as_window_sums(r)) for r in touched]
-    if gold:
-        copy_upsert(cur, METRICS_SPEC, [tuple(r[c] for c in METRIC_COLUMNS) for r in gold])
-    return (touched[0]["new_trades"] if touched else 0), gold
+    """``fold_batch``, returning (trades inserted, the gold rows of every touched window)."""
+    folded = fold_batch(cur, columns, stage, lake, lengths, intervals)
+    return folded.trades, folded.windows
