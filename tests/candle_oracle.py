@@ -81,9 +81,7 @@ def expected_candles(
 
 
 def _key(row: Mapping[str, Any]) -> tuple:
-    return tuple(
-        row[k].astimezone(UTC) if isinstance(row[k], datetime) else row[k] for k in KEY
-    )
+    return tuple(row[k].astimezone(UTC) if isinstance(row[k], datetime) else row[k] for k in KEY)
 
 
 def compare_candles(

@@ -48,8 +48,10 @@ def test_folded_candles_equal_the_oracle_across_late_batches_and_replays(setting
     # ids in generation order, times random over 7 minutes: id order is not time order, and
     # several trades share a millisecond
     trades = random_trades(rng, [a, b], 600, BASE_MS + 3_599_000 - 420_000, 420_000)
-    trades += [trade(a, 10_000, "1.00000001", "0.00000001", BASE_MS + 3_599_000, True),
-               trade(a, 10_001, "9.99999999", "3.12345678", BASE_MS + 3_599_000, False)]
+    trades += [
+        trade(a, 10_000, "1.00000001", "0.00000001", BASE_MS + 3_599_000, True),
+        trade(a, 10_001, "9.99999999", "3.12345678", BASE_MS + 3_599_000, False),
+    ]
     batches = [trades[i::3] for i in range(3)]  # each batch spans all minutes: later batches
     # bring lower ids (late trades) to candles already served, and higher ones
     seen: list[dict] = []

@@ -33,6 +33,7 @@ COMMANDS = (
     "maintain",
     "validate",
     "dq",
+    "reconcile",
 )
 
 

@@ -26,7 +26,8 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A value for ``json.dumps``: decimals as strings (exact), times ISO, bytes as hex."""
     if isinstance(value, Decimal):
         return str(value)  # a JSON number would be read back as a float
     if isinstance(value, (datetime, date)):
@@ -34,7 +35,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     return value
 
 
@@ -47,7 +48,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
         return buf.getvalue().rstrip("\n")
     if fmt == "json":
         return "\n".join(
-            json.dumps({c: _json_value(v) for c, v in zip(columns, row, strict=True)})
+            json.dumps({c: json_value(v) for c, v in zip(columns, row, strict=True)})
             for row in rows
         )
     if fmt != "table":
