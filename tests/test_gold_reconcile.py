@@ -5,13 +5,16 @@ klines; and ``cryptoflow reconcile`` reading the result as the read-only login."
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from cryptoflow.cli import main
 from pipelines.gold.reconcile import kline_minutes, reconcile, verdict
+from pipelines.ops.status import reconciliation_text, snapshot
 from tests.candle_oracle import expected_candles
 from tests.gold_data import trade
 from tests.gold_pg import at, fold_cur, in_tx, kline, rows, upsert_klines
@@ -169,6 +172,16 @@ def test_cli_prints_minutes_differences_and_summary(settings, unique, capsys):
         assert doc["summary"]["match"] == 1 and doc["all_match"] is False
         assert main([*args, "--since", "banana"]) == 2
         assert "--since 'banana': expected a duration" in capsys.readouterr().err
+    # cryptoflow status: the summary line of every symbol's minutes, pointing at the command
+    text = reconciliation_text(settings, at(minute(0)))
+    assert re.fullmatch(r"\d+ minutes: \d+ match, [1-9]\d* mismatch, \d+ missing_exchange, "
+                        r"\d+ missing_ours; \d+ aggregate mismatches  \(see `cryptoflow "
+                        r"reconcile`\)", text), text  # fmt: skip
+    screen = snapshot(settings, services=[])
+    assert "\nreconciliation (last hour)\n  " in screen, screen
+    assert reconciliation_text(settings, at(minute(0)) + timedelta(days=3650)).startswith(
+        "no minute reconciled yet"
+    )
 
 
 def _agg(cur, symbol, agg_id, price, qty, first, last, maker=False):

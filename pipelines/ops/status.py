@@ -1,9 +1,10 @@
-"""``cryptoflow status``: services, checkpoints and recent micro-batches in one screen."""
+"""``cryptoflow status``: services, checkpoints, recent micro-batches and the last hour's
+reconciliation in one screen."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptoflow.core import services as svc
@@ -12,6 +13,7 @@ from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import reader_dsn
 from pipelines.ops.checkpoints import list_checkpoints
+from pipelines.ops.reconciliation import all_match, summary, summary_line
 from pipelines.ops.render import render
 
 BATCH_COLUMNS = (
@@ -47,6 +49,23 @@ def recent_batches(settings: Settings, per_job: int) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def reconciliation_text(settings: Settings, since: datetime) -> str:
+    """The reconciliation summary since ``since`` (``cryptoflow reconcile``'s last line), or
+    why there is none."""
+    conn = connect(reader_dsn(settings))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('reconciliation') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return "not set up (apply the migrations: `cryptoflow setup`)"
+            counts = summary(cur, since)
+    finally:
+        conn.close()
+    if not any(counts.values()):
+        return "no minute reconciled yet (needs the kline_1m stream: CRYPTOFLOW_STREAMS)"
+    return summary_line(counts) + ("" if all_match(counts) else "  (see `cryptoflow reconcile`)")
+
+
 def _age(ts: datetime | None, now: datetime) -> str:
     if ts is None:
         return "-"
@@ -74,6 +93,11 @@ def snapshot(settings: Settings, services: Sequence[Any] | None = None) -> str:
     lines += [
         "  " + line for line in render(("job", "batch", "committed", "position"), rows).splitlines()
     ]
+    try:
+        reconciled = reconciliation_text(settings, now - timedelta(hours=1))
+    except CryptoflowError as e:
+        reconciled = f"unavailable: {e}"
+    lines += ["", "reconciliation (last hour)", f"  {reconciled}"]
     lines += ["", f"recent batches (newest {settings.status_batches} per job)"]
     try:
         batches = recent_batches(settings, settings.status_batches)
