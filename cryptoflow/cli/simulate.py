@@ -21,15 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run a local Binance-protocol exchange simulator (WebSocket + REST, fault flags)",
         description=(
             "Serve Binance's spot stream WebSocket (/stream?streams=..., /ws/<stream>, "
-            "SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS, @trade and @aggTrade) and REST "
-            "(/api/v3/ping, time, exchangeInfo, trades, historicalTrades, aggTrades) on one port, "
-            "with believable, seeded trades. Trade ids continue across runs on the same "
-            "CRYPTOFLOW_DATA_DIR. Host and port default to CRYPTOFLOW_SIM_HOST / _SIM_PORT, "
-            "symbols to CRYPTOFLOW_SYMBOLS. Stop with Ctrl-C or SIGTERM."
+            "SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS) with the streams <symbol>@trade, "
+            "@aggTrade (trades of one taker order at one price), @kline_1m (computed from the "
+            "trades sent: an open kline every 2 s, one closed kline per minute) and "
+            "@bookTicker (after each aggregate trade, bid < price < ask), and REST "
+            "(/api/v3/ping, time, exchangeInfo, trades, historicalTrades, aggTrades, klines) on "
+            "one port, with believable, seeded trades. Times are ms, or µs with "
+            "timeUnit=MICROSECOND (stream URL, REST query) or the X-MBX-TIME-UNIT header. Ids "
+            "continue across runs on the same CRYPTOFLOW_DATA_DIR. Host and port default to "
+            "CRYPTOFLOW_SIM_HOST / _SIM_PORT, symbols to CRYPTOFLOW_SYMBOLS. Stop with Ctrl-C "
+            "or SIGTERM. Details: docs/simulator.md."
         ),
         epilog=(
             "example: cryptoflow simulate --seed 7 --rate 1000 --max-trades 5000 "
-            "--record /tmp/trades.jsonl --drop-every 10 --skip-ids 5 --malformed-every 500"
+            "--record /tmp/trades.jsonl --drop-every 10 --skip-ids 5 --malformed-every 500 "
+            "--kline-fault-every 3"
         ),
     )
     d = SimulatorOptions()
@@ -57,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--record",
         type=Path,
-        help="append every generated trade (streamed or skipped) to PATH as JSON lines",
+        help="append every generated trade (streamed or skipped) to PATH as JSON lines, and "
+        "aggTrades, closed klines (true values), kline faults and book tickers to "
+        "PATH's siblings <stem>.aggTrade<suffix>, .kline_1m, .kline_faults, .bookTicker",
     )
     g.add_argument(
         "--wait-for-client",
@@ -114,23 +122,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="hold back N consecutive trades per gap from the stream; they stay in "
-        "REST and the record, so clients must backfill",
+        help="hold back N consecutive records per gap from each stream (trades, aggTrades, "
+        "closed klines, book tickers); they stay in REST and the record, so clients must "
+        "backfill",
     )
     g.add_argument(
         "--skip-every",
         type=int,
         default=d.skip_every,
         metavar="TRADES",
-        help=f"streamed trades of a symbol between two gaps (default {d.skip_every})",
+        help=f"streamed records of a symbol and stream kind between two gaps "
+        f"(default {d.skip_every})",
     )
     g.add_argument(
         "--malformed-every",
         type=int,
         default=0,
         metavar="N",
-        help="after every N streamed trades send a malformed frame (invalid JSON, "
-        "not a trade, missing fields, in turn)",
+        help="after every N streamed records of each stream kind send a malformed frame on "
+        "that stream (invalid JSON, not a record, missing fields, in turn)",
+    )
+    g.add_argument(
+        "--kline-fault-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="alter exactly one field of every Nth closed kline streamed (o h l c v q n V Q f L "
+        "in turn; REST klines and the record keep the true values, the record's "
+        "kline_faults file says what was altered)",
     )
     g.add_argument(
         "--pong-delay",
@@ -187,6 +206,7 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         skip_ids=args.skip_ids,
         skip_every=args.skip_every,
         malformed_every=args.malformed_every,
+        kline_fault_every=args.kline_fault_every,
         pong_delay=args.pong_delay,
         shutdown_every=args.shutdown_every,
         shutdown_grace=args.shutdown_grace,

@@ -24,6 +24,7 @@ class Subscriptions:
 
     combined: bool
     streams: list[str] = field(default_factory=list)
+    micros: bool = False  # times in microseconds (``timeUnit=MICROSECOND`` in the URL)
 
     def add(self, names: list[str]) -> None:
         for name in names:
@@ -47,6 +48,20 @@ def streams_from_path(path: str) -> tuple[bool, list[str]] | None:
         params = dict(p.partition("=")[::2] for p in query.split("&") if p)
         return True, [s for s in params.get("streams", "").split("/") if s]
     return None
+
+
+#: ``timeUnit`` values Binance accepts, and whether each means microseconds.
+TIME_UNITS = {"MILLISECOND": False, "millisecond": False, "MICROSECOND": True, "microsecond": True}
+
+
+def micros_from_path(path: str) -> bool | None:
+    """Whether a stream URL asks for microseconds (``?timeUnit=MICROSECOND``); None when its
+    ``timeUnit`` is not a unit Binance knows."""
+    _, _, query = path.partition("?")
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    if "timeUnit" not in params:
+        return False
+    return TIME_UNITS.get(params["timeUnit"])
 
 
 def error(code: int, msg: str, request_id: Any = None) -> dict[str, Any]:

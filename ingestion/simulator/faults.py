@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import deque
 
 from ingestion.simulator.frames import MALFORMED_KINDS
+from ingestion.simulator.klines import FIELDS
 
 
 class IdSkipper:
-    """Per symbol: after every ``every`` streamed trades, the next ``run`` trades are held back
-    from the stream (they still exist in REST and the record), so clients see a gap."""
+    """Per symbol: after every ``every`` streamed records (trades, or the records of another
+    stream kind: one skipper per kind), the next ``run`` are held back from the stream (they
+    still exist in REST and the record), so clients see a gap."""
 
     def __init__(self, run: int, every: int) -> None:
         self.run = run
@@ -47,8 +49,8 @@ class IdSkipper:
 
 
 class MalformedInjector:
-    """Says when to insert a malformed frame (after every ``every`` streamed trades) and of
-    which kind, cycling through ``MALFORMED_KINDS``."""
+    """Says when to insert a malformed frame (after every ``every`` streamed records of one
+    stream kind) and of which kind, cycling through ``MALFORMED_KINDS``."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -65,3 +67,27 @@ class MalformedInjector:
         kind = MALFORMED_KINDS[self.sent % len(MALFORMED_KINDS)]
         self.sent += 1
         return kind
+
+
+class KlineFaulter:
+    """``--kline-fault-every N``: says which field of every Nth closed kline sent to alter,
+    cycling through ``klines.FIELDS`` (o h l c v q n V Q f L)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._count = 0
+        self.altered = 0
+
+    def next_field(self) -> str | None:
+        if self.every <= 0:
+            return None
+        self._count += 1
+        if self._count < self.every:
+            return None
+        self._count = 0
+        key = _KLINE_KEYS[self.altered % len(_KLINE_KEYS)]
+        self.altered += 1
+        return key
+
+
+_KLINE_KEYS = tuple(FIELDS)

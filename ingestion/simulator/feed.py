@@ -33,6 +33,7 @@ class SymbolFeed:
         self.trade_ids = ids.sequence(spec.symbol, "trade")
         self.agg_ids = ids.sequence(spec.symbol, "agg")
         self.start_ms = start_ms
+        self.start_us = start_ms * 1000
         self.max_trades = max_trades
         self.generated = 0
         self._block: OrderBlock = self.market.next_block()
@@ -48,6 +49,14 @@ class SymbolFeed:
         """When the next order is due: its event time ``E`` (never in the future when sent)."""
         return self._block.offset_ms[self._order] + self._block.event_delay_ms[self._order]
 
+    @property
+    def horizon_ms(self) -> int | None:
+        """Every trade with ``T`` before this has been generated (None once finished: no
+        trade will ever come)."""
+        if self.finished:
+            return None
+        return (self.start_us + int(self._block.offset_ms[self._order] * 1000)) // 1000
+
     def take_due(
         self, elapsed_ms: float, limit: int, trades: list[Trade], aggs: list[AggTrade]
     ) -> None:
@@ -62,13 +71,15 @@ class SymbolFeed:
         )  # fmt: skip
         prices, qtys = block.price, block.qty
         take_trade_id, take_agg_id = self.trade_ids.take, self.agg_ids.take
+        start_us = self.start_us
         text = self._text
         if len(text) > TEXT_CACHE_SIZE:
             text.clear()
         new, append = tuple.__new__, trades.append
         made = 0
         while made < limit and made < remaining and offsets[i] + delays[i] <= elapsed_ms:
-            t = self.start_ms + int(offsets[i])
+            t_us = start_us + int(offsets[i] * 1000)  # µs kept exact; T = t_us // 1000
+            t = t_us // 1000
             e = t + delays[i]
             m = sells[i]
             m_text = _BOOL[m]
@@ -80,18 +91,18 @@ class SymbolFeed:
                 p_text = text.get(price) or text.setdefault(price, format_units(price))
                 q_text = text.get(qty) or text.setdefault(qty, format_units(qty))
                 payload = TRADE_TEMPLATE % (e, symbol, trade_id, p_text, q_text, t, m_text)
-                append(new(Trade, (symbol, trade_id, price, qty, t, e, m, payload)))
+                append(new(Trade, (symbol, trade_id, price, qty, t, e, m, payload, t_us)))
                 if price != agg_price:
                     if agg_first:
                         aggs.append(self._agg(take_agg_id(), agg_first, agg_price, agg_qty,
-                                              prev_id, t, e, m))  # fmt: skip
+                                              prev_id, t, e, m, t_us))  # fmt: skip
                     agg_first, agg_price, agg_qty = trade_id, price, 0
                 agg_qty += qty
                 prev_id = trade_id
             made += end_fill - first_fill
             if agg_first:
                 aggs.append(
-                    self._agg(take_agg_id(), agg_first, agg_price, agg_qty, prev_id, t, e, m)
+                    self._agg(take_agg_id(), agg_first, agg_price, agg_qty, prev_id, t, e, m, t_us)
                 )
             i += 1
             if i == len(offsets):
@@ -105,9 +116,11 @@ class SymbolFeed:
         self.generated += made
 
     def _agg(
-        self, agg_id: int, first: int, price: int, qty: int, last: int, t: int, e: int, m: bool
-    ) -> AggTrade:
-        return tuple.__new__(AggTrade, (self.symbol, agg_id, price, qty, first, last, t, e, m))
+        self, agg_id: int, first: int, price: int, qty: int, last: int, t: int, e: int, m: bool,
+        t_us: int,
+    ) -> AggTrade:  # fmt: skip
+        values = (self.symbol, agg_id, price, qty, first, last, t, e, m, t_us)
+        return tuple.__new__(AggTrade, values)
 
     def release_ids(self) -> None:
         """Give back reserved but unused ids (clean stop)."""

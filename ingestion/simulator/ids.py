@@ -1,4 +1,5 @@
-"""Trade and aggregate-trade ids that never repeat across runs on the same data directory.
+"""Trade, aggregate-trade and book-ticker update ids that never repeat across runs on the same
+data directory (sequence kinds ``trade``, ``agg`` and ``book`` of each symbol).
 
 Like the exchange, ids increase by one per symbol. A run reserves a block of ids per symbol in
 ``<data_dir>/simulator/ids.json`` (under an exclusive file lock) before it hands any of them
@@ -22,7 +23,7 @@ BLOCK = 100_000
 
 
 class IdSequence:
-    """The next id of one sequence (``kind`` trade or agg of one symbol)."""
+    """The next id of one sequence (``kind`` trade, agg or book of one symbol)."""
 
     def __init__(self, store: IdStore, key: str) -> None:
         self._store = store

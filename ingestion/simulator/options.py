@@ -33,9 +33,10 @@ class SimulatorOptions:
     weight_limit: int = 6000  # REST request weight per minute per IP; 429 beyond
     # --- fault injection
     drop_every: float | None = None  # abort every client connection this often (seconds)
-    skip_ids: int = 0  # trades per gap that are generated (REST, record) but not streamed
-    skip_every: int = 1000  # trades of a symbol between two gaps when skip_ids > 0
-    malformed_every: int = 0  # insert a malformed frame after every N streamed trades
+    skip_ids: int = 0  # records per gap (of each stream kind) generated but not streamed
+    skip_every: int = 1000  # streamed records of a symbol and kind between two gaps
+    malformed_every: int = 0  # a malformed frame after every N streamed records of each kind
+    kline_fault_every: int = 0  # alter one field of every Nth closed kline streamed
     pong_delay: float = 0.0  # seconds the server waits before handling client frames (pings)
     shutdown_every: float | None = None  # send serverShutdown this often (seconds)
     shutdown_grace: float = 1.0  # seconds between serverShutdown and closing the connection
@@ -77,7 +78,9 @@ class SimulatorOptions:
             if value is not None and value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"simulator: {flag} must be positive, got {value}")
-        for name in ("skip_ids", "malformed_every", "pong_delay", "shutdown_grace"):
+        for name in (
+            "skip_ids", "malformed_every", "kline_fault_every", "pong_delay", "shutdown_grace"
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"simulator: {flag} must not be negative")

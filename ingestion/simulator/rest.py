@@ -3,23 +3,30 @@
 Answers like ``api.binance.com``: same paths, parameters, field names and error JSON
 (``{"code":-1121,"msg":"Invalid symbol."}`` with HTTP 400), request weights reported in
 ``X-MBX-USED-WEIGHT-1M``, HTTP 429 + ``Retry-After`` beyond the per-minute weight limit and
-418 (banned until the window ends) for a client that does not wait.
+418 (banned until the window ends) for a client that does not wait. Times are milliseconds, or
+microseconds with ``timeUnit=MICROSECOND`` (query) or the ``X-MBX-TIME-UNIT`` header; time
+parameters (``startTime``, ``endTime``) may be either unit, as on Binance.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cryptoflow.core.streams import MICROS_FROM
+from ingestion.simulator.control import TIME_UNITS
 from ingestion.simulator.exchange_info import symbol_info
 from ingestion.simulator.frames import AggTrade, Trade
 from ingestion.simulator.history import History
-from ingestion.simulator.market import UNIT, SymbolSpec, format_units
+from ingestion.simulator.klines import closed_klines
+from ingestion.simulator.market import SymbolSpec
+from ingestion.simulator.rest_rows import agg_json, quote_qty, trade_json
+
+__all__ = ["ApiError", "RestApi", "RestResponse", "WeightLimiter", "quote_qty"]
 
 #: Request weight per endpoint (Binance spot, 2025).
 WEIGHTS = {
@@ -29,6 +36,7 @@ WEIGHTS = {
     "/api/v3/trades": 25,
     "/api/v3/historicalTrades": 25,
     "/api/v3/aggTrades": 4,
+    "/api/v3/klines": 2,
 }
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 
@@ -83,6 +91,7 @@ class RestApi:
         weight_limit: int,
         extra: dict[str, Callable[[], Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        market: Callable[[str], tuple[int, int] | None] | None = None,
     ) -> None:
         self.specs = {s.symbol: s for s in specs}
         self.trades = trades
@@ -90,11 +99,15 @@ class RestApi:
         self.limiter = WeightLimiter(weight_limit, clock)
         self.clock = clock
         self.extra = extra or {}  # non-Binance JSON endpoints, e.g. /sim/stats
+        # a symbol's (market start, horizon) in ms, None before its market started (klines)
+        self.market = market or (lambda symbol: None)
+        self._micros = False  # the time unit of the request being answered
         self.requests = 0
         self.rejected_429 = 0
         self.rejected_418 = 0
 
-    def handle(self, path: str, ip: str) -> RestResponse:
+    def handle(self, path: str, ip: str, headers: Mapping[str, str] | None = None) -> RestResponse:
+        """Answer one GET ``path`` (with its query) from ``ip``."""
         self.requests += 1
         url = urlsplit(path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -122,6 +135,7 @@ class RestApi:
                 )
             return _json(status, {"code": -1003, "msg": msg}, headers)
         try:
+            self._micros = _time_unit(query, headers or {})
             body = getattr(self, "_" + route.rsplit("/", 1)[1])(query)
         except ApiError as e:
             return _json(e.status, {"code": e.code, "msg": e.msg}, headers)
@@ -131,8 +145,11 @@ class RestApi:
     def _ping(self, query: dict[str, str]) -> dict:
         return {}
 
+    def _now(self) -> int:
+        return int(self.clock() * (1_000_000 if self._micros else 1000))
+
     def _time(self, query: dict[str, str]) -> dict:
-        return {"serverTime": int(self.clock() * 1000)}
+        return {"serverTime": self._now()}
 
     def _exchangeInfo(self, query: dict[str, str]) -> dict:  # noqa: N802 (Binance's name)
         wanted = list(self.specs)
@@ -150,7 +167,7 @@ class RestApi:
                     raise ApiError(400, -1121, "Invalid symbol.")
         return {
             "timezone": "UTC",
-            "serverTime": int(self.clock() * 1000),
+            "serverTime": self._now(),
             "rateLimits": [
                 {
                     "rateLimitType": "REQUEST_WEIGHT",
@@ -172,7 +189,8 @@ class RestApi:
 
     def _trades(self, query: dict[str, str]) -> list[dict]:
         symbol = self._symbol(query)
-        return [trade_json(t) for t in self.trades[symbol].recent(self._limit(query))]
+        rows = self.trades[symbol].recent(self._limit(query))
+        return [trade_json(t, self._micros) for t in rows]
 
     def _historicalTrades(self, query: dict[str, str]) -> list[dict]:  # noqa: N802
         symbol = self._symbol(query)
@@ -182,7 +200,7 @@ class RestApi:
             rows = history.from_id(self._int(query, "fromId"), limit)
         else:
             rows = history.recent(limit)
-        return [trade_json(t) for t in rows]
+        return [trade_json(t, self._micros) for t in rows]
 
     def _aggTrades(self, query: dict[str, str]) -> list[dict]:  # noqa: N802
         symbol = self._symbol(query)
@@ -191,12 +209,40 @@ class RestApi:
         if "fromId" in query:
             rows = history.from_id(self._int(query, "fromId"), limit)
         elif "startTime" in query or "endTime" in query:
-            start = self._int(query, "startTime") if "startTime" in query else None
-            end = self._int(query, "endTime") if "endTime" in query else None
+            start = self._time_param(query, "startTime", end=False)
+            end = self._time_param(query, "endTime", end=True)
             rows = history.between(start, end, limit)
         else:
             rows = history.recent(limit)
-        return [agg_json(a) for a in rows]
+        return [agg_json(a, self._micros) for a in rows]
+
+    def _klines(self, query: dict[str, str]) -> list[list]:
+        """Closed 1 m klines computed from retained trades (``klines.closed_klines``)."""
+        symbol = self._symbol(query)
+        interval = query.get("interval", "")
+        if not interval:
+            raise ApiError(
+                400,
+                -1102,
+                "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.",
+            )
+        if interval != "1m":
+            raise ApiError(400, -1120, "Invalid interval.")
+        limit = self._limit(query)
+        start_us = self._time_param(query, "startTime", end=False)
+        end_us = self._time_param(query, "endTime", end=True)
+        market = self.market(symbol)
+        if market is None:
+            return []
+        klines = closed_klines(
+            self.trades[symbol],
+            self.specs[symbol],
+            market,
+            None if start_us is None else -(-start_us // 1000),
+            None if end_us is None else end_us // 1000,
+            limit,
+        )
+        return [k.rest_row(self._micros) for k in klines]
 
     # --- parameters
     def _symbol(self, query: dict[str, str]) -> str:
@@ -219,6 +265,16 @@ class RestApi:
             raise ApiError(400, -1130, "Data sent for parameter 'limit' is not valid.")
         return limit
 
+    def _time_param(self, query: dict[str, str], name: str, end: bool) -> int | None:
+        """A time parameter in µs (Binance takes ms or µs); an ``end`` in ms covers its whole
+        millisecond."""
+        if name not in query:
+            return None
+        value = self._int(query, name)
+        if value >= MICROS_FROM:
+            return value
+        return value * 1000 + (999 if end else 0)
+
     @staticmethod
     def _int(query: dict[str, str], name: str) -> int:
         raw = query[name]
@@ -237,33 +293,13 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Rest
     return RestResponse(status, data, dict(headers or {}))
 
 
-def quote_qty(price: int, qty: int) -> str:
-    """price * qty, exact, without trailing zeros (Binance prints ``"48.000012"``)."""
-    value = Decimal(price) * Decimal(qty) / Decimal(UNIT) / Decimal(UNIT)
-    text = format(value.quantize(Decimal("0.00000001")), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def trade_json(t: Trade) -> dict:
-    return {
-        "id": t.id,
-        "price": format_units(t.price),
-        "qty": format_units(t.qty),
-        "quoteQty": quote_qty(t.price, t.qty),
-        "time": t.time,
-        "isBuyerMaker": t.is_buyer_maker,
-        "isBestMatch": True,
-    }
-
-
-def agg_json(a: AggTrade) -> dict:
-    return {
-        "a": a.id,
-        "p": format_units(a.price),
-        "q": format_units(a.qty),
-        "f": a.first_id,
-        "l": a.last_id,
-        "T": a.time,
-        "m": a.is_buyer_maker,
-        "M": True,
-    }
+def _time_unit(query: dict[str, str], headers: Mapping[str, str]) -> bool:
+    """Whether a request asks for microseconds (``timeUnit`` query or ``X-MBX-TIME-UNIT``)."""
+    unit = query.get("timeUnit")
+    if unit is None:
+        unit = next((v for k, v in headers.items() if k.lower() == "x-mbx-time-unit"), None)
+    if unit is None:
+        return False
+    if unit not in TIME_UNITS:
+        raise ApiError(400, -1100, f"Invalid time unit {unit!r}: use MILLISECOND or MICROSECOND.")
+    return TIME_UNITS[unit]
