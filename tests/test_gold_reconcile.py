@@ -238,3 +238,38 @@ def test_aggregates_are_checked_against_their_trades_once_all_are_present(settin
                 " WHERE symbol = %s AND agg_trade_id = 101", (s,)) == [
         {"status": "match", "differences": {}}]  # fmt: skip
     assert in_tx(settings, lambda cur: check_aggregates(cur)) == {"checked": 0, "mismatch": 0}
+
+
+def test_live_page_and_grafana_summaries_read_reconciliation(settings, unique):
+    """The live page's reconciliation view and the Grafana panel, as the read-only login:
+    one row per status, counting this test's minutes and naming the differing field."""
+    from datetime import UTC, datetime
+
+    from cryptoflow.core.db import connect
+    from cryptoflow.core.services.postgres import reader_dsn
+    from cryptoflow.dashboard.data import run_view
+    from cryptoflow.dashboard.queries import view
+    from tests.dashboard.test_grafana import expand, grafana_queries
+
+    s = f"P{unique.upper()}USDT"
+    now_minute = (int(datetime.now(UTC).timestamp()) // 60 - 3) * 60_000
+    m1 = [trade(s, 1, "10", "1", now_minute, False)]
+    _batch(settings, f"/lake/{unique}", m1, [kline(_one_minute(m1), trades=2)])
+    since = at(now_minute) - timedelta(seconds=1)
+    conn = connect(reader_dsn(settings))
+    conn.set_session(readonly=True, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            got = run_view(cur, view("reconciliation"), {"since": since})
+            (label, raw) = next(q for q in grafana_queries() if "Reconciliation" in q[0])
+            cur.execute(expand(raw, since, at(now_minute + 60_000), [s], 5))
+            panel = cur.fetchall()
+    finally:
+        conn.close()
+    assert got["available"] and got["columns"] == [
+        "status", "minutes", "latest_minute", "differing_fields"]  # fmt: skip
+    by_status = {r[0]: r for r in got["rows"]}
+    assert list(by_status) == ["match", "mismatch", "missing_exchange", "missing_ours"]
+    assert by_status["mismatch"][1] >= 1 and "trades" in by_status["mismatch"][3]
+    assert [r[0] for r in panel] == list(by_status), label
+    assert dict((r[0], r[1]) for r in panel)["mismatch"] >= 1

@@ -138,6 +138,23 @@ VIEWS: tuple[View, ...] = (
            ORDER BY 1, 2, 3""",
         unit="rows",
     ),
+    View(
+        "reconciliation",
+        "Reconciliation: our 1 m candles vs the exchange's klines",
+        "reconciliation",
+        """SELECT s.status, count(r.minute) AS minutes,
+                  to_char(max(r.minute) AT TIME ZONE 'UTC', 'HH24:MI') AS latest_minute,
+                  (SELECT string_agg(DISTINCT k.name, ', ')
+                   FROM reconciliation r2
+                   CROSS JOIN LATERAL jsonb_object_keys(r2.differences) AS k(name)
+                   WHERE r2.status = s.status AND r2.minute >= %(since)s) AS differing_fields
+           FROM (VALUES (1, 'match'), (2, 'mismatch'), (3, 'missing_exchange'),
+                        (4, 'missing_ours')) AS s(n, status)
+           LEFT JOIN reconciliation r ON r.status = s.status AND r.minute >= %(since)s
+           GROUP BY s.n, s.status
+           ORDER BY s.n""",
+        kind="table",
+    ),
 )
 
 #: Tables the views read that other parts of the pipeline create; absent ones are reported.

@@ -31,7 +31,8 @@ def grafana_queries() -> list[tuple[str, str]]:
     return found
 
 
-SERVING_TABLES = ("raw_trades", "metrics", "quarantine", "pipeline_batches", "dq_results")
+SERVING_TABLES = ("raw_trades", "metrics", "quarantine", "pipeline_batches", "dq_results",
+                  "reconciliation")  # fmt: skip
 
 
 def tables_of(sql: str) -> set[str]:
@@ -76,7 +77,8 @@ def test_dashboard_files_are_provisionable():
     assert len(uids) == 2
     labels = " ".join(label for label, _ in grafana_queries())
     for view in ("Price and VWAP", "Volume", "Buy vs sell", "intensity", "Latency chain",
-                 "Quarantined", "Batch duration", "Kafka lag", "Validation runs"):  # fmt: skip
+                 "Quarantined", "Batch duration", "Kafka lag", "Validation runs",
+                 "Reconciliation"):  # fmt: skip
         assert view in labels
 
 
