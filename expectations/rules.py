@@ -46,12 +46,13 @@ def metrics_rules(settings: Settings) -> list[RowRule]:
     return row_rules(settings, METRICS_SUITE)
 
 
-def unique_key_rule(settings: Settings) -> RowRule:
-    """The (symbol, trade_id) uniqueness expectation: its name and action for duplicates.
+def unique_key_rule(settings: Settings, suite_name: str = TRADES_SUITE) -> RowRule:
+    """The key uniqueness expectation of ``suite_name`` (silver trades: (symbol, trade_id)):
+    its name and action for duplicates.
 
     ``expression`` is unused (uniqueness spans rows and batches); it is ``TRUE``.
     """
-    for e in read_suite_plain(TRADES_SUITE).expectations:
+    for e in read_suite_plain(suite_name).expectations:
         if e.expectation_type == "expect_compound_columns_to_be_unique":
             return RowRule(rule_of(e), "TRUE", action_of(e))
-    raise SuiteError(f"suite {TRADES_SUITE!r} has no expect_compound_columns_to_be_unique")
+    raise SuiteError(f"suite {suite_name!r} has no expect_compound_columns_to_be_unique")

@@ -3,14 +3,15 @@
 A batch's records arrive parsed and validated (``pipelines.job``: the streaming plan) and are
 read from Kafka once (cached). Then, in this order (the crash argument is in
 docs/pipelines.md):
-1. the rows are collected through Arrow and deduplicated on (symbol, trade_id) against
-   Delta silver as of the version before the batch (``pipelines.silver.dedup``);
+1. the rows are collected through Arrow; each stream kind's rows (``KindPlan``) are
+   deduplicated on (symbol, record id) against its Delta silver table as of the version
+   before the batch (``pipelines.silver.dedup``);
 2. Delta bronze: every record appended, tagged with the query and batch
    (``pipelines.ledger``), in a thread beside steps 3-4 (not on a rebuild from bronze);
 3. PostgreSQL, one transaction (``pipelines.serve``): raw_trades, the metrics folded from
-   the trades it inserted, quarantine, and the batch ledger;
-4. Delta silver append of the new trades, Delta quarantine append of the rejected records,
-   each tagged like bronze.
+   the trades it inserted, the other kinds' serving tables, quarantine, and the ledger;
+4. Delta silver appends of each kind's new rows, Delta quarantine append of the rejected
+   records, each tagged like bronze.
 Rows are a function of the batch's records, its timestamp (kept in the offset log) and silver
 as of the version before the batch. A replay (a crash anywhere before Spark's commit log
 records the batch) finds its own silver commit if it made one, classifies against the
@@ -40,6 +41,7 @@ from cryptoflow.core.config import Settings
 from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import pipeline_dsn
+from cryptoflow.core.streams import StreamKind
 from pipelines.bronze.transform import bronze_rows
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths
@@ -47,14 +49,16 @@ from pipelines.latency import LatencyWindow
 from pipelines.ledger import CommitLedger, created_empty
 from pipelines.ops.batches import latency_percentiles, record_batch
 from pipelines.serve import Served, serve_batch
+from pipelines.serving import Rows, UpsertSpec
 from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
     key_index,
     keys_in_silver,
     table_version,
+    upsert_spec,
 )
-from pipelines.silver.transform import SILVER_COLUMNS
+from pipelines.silver.transform import PARSE_COLUMNS
 from pipelines.silver.validate import Rule
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class BatchStats:
     total_output: int = 0
     total_quarantined: int = 0
     warned: dict[str, int] | None = None
+    rows_by_kind: dict[str, int] = field(default_factory=dict)  # new rows per kind, in total
     recent: LatencyWindow = field(default_factory=LatencyWindow)  # p50/p99 of the last minute
 
 
@@ -99,34 +104,57 @@ class _Steps:
         return ",".join(f"{k}:{v}" for k, v in self.ms.items())
 
 
+#: Class of a valid row that is not final yet (an open kline): served live, not in silver.
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class KindPlan:
+    """One stream kind's part of the batch function: its rules, its silver table and its
+    PostgreSQL table."""
+
+    kind: StreamKind
+    rules: list[Rule]
+    unique_rule: Rule
+    path: str
+    spec: UpsertSpec
+
+    @classmethod
+    def of(
+        cls, kind: StreamKind, rules: Sequence[Rule], unique_rule: Rule, lake_path: str
+    ) -> KindPlan:
+        """The plan of ``kind`` whose silver table is at ``lake_path``."""
+        return cls(kind, list(rules), unique_rule, lake_path, upsert_spec(kind))
+
+
 class PipelineBatch:
     """The ``foreachBatch`` function of the pipeline's query (one instance per query start).
 
-    It receives records already parsed and validated (``parse_frames`` and ``apply_rules``
-    are part of the streaming plan, so they are planned once per query start and
-    ``spark_time`` is the micro-batch's timestamp). ``write_bronze=False`` when the records
-    come from bronze itself (a rebuild)."""
+    It receives records already parsed as the kind of their topic and validated
+    (``parse_frames`` and ``apply_rules`` are part of the streaming plan, so they are
+    planned once per query start and ``spark_time`` is the micro-batch's timestamp).
+    ``plans``: one per stream kind, trades first (gold and the latency figures come from
+    them). ``write_bronze=False`` when the records come from bronze itself (a rebuild)."""
 
     def __init__(
         self,
         settings: Settings,
-        rules: Sequence[Rule],
-        unique_rule: Rule,
+        plans: Sequence[KindPlan],
         app_id: Callable[[SparkSession], str],
         job: str,
         write_bronze: bool = True,
     ) -> None:
         self.settings = settings
-        self.rules = list(rules)
-        self.unique_rule = unique_rule
+        self.plans = list(plans)
+        self.trades = self.plans[0]
         self.job = job
         self.write_bronze = write_bronze
         self.lengths = window_lengths(settings.window_seconds)
         self._ledger = CommitLedger(app_id)
         self._bronze_ledger = CommitLedger(app_id)  # its own: the bronze thread uses it
-        self._index: KeyIndex | None = None  # silver's keys as of its latest commit
         self._high_water_us: int | None = None  # newest trade time of the earlier batches
-        self._collect = _collected_columns()
+        self._index: dict[str, KeyIndex] = {}  # per kind: silver's keys as of its latest commit
+        self._collect = _collected_columns(self.plans)
         self._bronze_writer = ThreadPoolExecutor(1, thread_name_prefix="bronze-write")
         self.stats = BatchStats()
 
@@ -134,7 +162,7 @@ class PipelineBatch:
         t0 = time.monotonic()
         steps = _Steps()
         spark = evaluated.sparkSession
-        before = self._silver_before(spark, batch_id)
+        before = {p.kind.name: self._silver_before(spark, p, batch_id) for p in self.plans}
         app = self._ledger.app(spark)
         if self._high_water_us is None:  # before this batch's fold moves it
             self._high_water_us = newest_folded_trade_us(
@@ -144,105 +172,135 @@ class PipelineBatch:
         evaluated = evaluated.persist()
         bronze: Future | None = None
         try:
-            # Arrow: ~10x faster than collecting Rows, and the new trades go to Postgres as
+            # Arrow: ~10x faster than collecting Rows, and the new rows go to Postgres as
             # Arrow-written CSV without becoming Python objects. This reads Kafka (once).
             table = evaluated.select(*self._collect).toArrow()
             steps.mark("read")
             if self.write_bronze:  # from the cache, beside the serving path
                 bronze = self._bronze_writer.submit(self._append_bronze, evaluated, batch_id)
-            batch = self._classify(spark, evaluated, table, before)
+            parts = {
+                p.kind.name: self._classify(spark, evaluated, table, p, before[p.kind.name])
+                for p in self.plans
+            }
+            unread = _unread_rows(table, self._quarantine_row)
             steps.mark("dedup")
+            trades = parts[self.trades.kind.name]
             served = serve_batch(
-                pipeline_dsn(self.settings), app, batch_id, batch.trades, batch.quarantined,
+                pipeline_dsn(self.settings), app, batch_id, trades.new,
+                [q for part in parts.values() for q in part.quarantined] + unread,
                 self.settings.table_path("gold"), self.lengths,
                 self.settings.mirror_retry_seconds,
+                [(p.spec, parts[p.kind.name].served) for p in self.plans[1:]],
             )  # fmt: skip
             steps.mark("postgres")
-            self._append_silver(spark, evaluated, batch, batch_id, steps)
+            for plan in self.plans:
+                self._append_silver(spark, evaluated, plan, parts[plan.kind.name], batch_id)
+            steps.mark("silver")
+            quarantined = [q for part in parts.values() for q in part.quarantined] + unread
+            if quarantined:
+                q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
+                self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
+                steps.mark("quarantine")
             if bronze is not None:
                 bronze.result()
                 steps.mark("bronze")
-            late = self._late(batch.trades)
-            self._record(app, batch_id, table, batch, served, late, time.monotonic() - t0, steps)
+            late = self._late(trades.new)
+            self._record(app, batch_id, table, parts, len(quarantined), served, late,
+                         time.monotonic() - t0, steps)  # fmt: skip
         finally:
             if bronze is not None and not bronze.done():
                 bronze.exception()  # never leave the cache to a write still reading it
             evaluated.unpersist()
 
     def _classify(
-        self, spark: SparkSession, evaluated: DataFrame, table: pa.Table, before: int
+        self,
+        spark: SparkSession,
+        evaluated: DataFrame,
+        table: pa.Table,
+        plan: KindPlan,
+        before: int,
     ) -> _Classified:
-        """Deduplicate the collected rows against silver at ``before``; stop on a ``fail``
-        rule; the new trades and the quarantine rows of everything else."""
-        rows = _candidates(table)
-        assert self._index is not None  # _silver_before set it for this batch
-        classes = classify(rows, self._index, self._lookup(spark, before))
-        self._stop_on_failures(table, rows, classes)
-        trades = table.filter(pa.array([c == NEW for c in classes], pa.bool_()))
+        """Deduplicate ``plan``'s collected rows against its silver table at ``before``; stop
+        on a ``fail`` rule; its new rows, live rows and the quarantine rows of the others."""
+        mine = table.filter(pc.equal(table.column("kind"), plan.kind.name))
+        rows = _candidates(mine)
+        live = _live_mask(mine, plan.kind)
+        settled = [i for i, is_live in enumerate(live) if not is_live]
+        index = self._index[plan.kind.name]  # _silver_before set it for this batch
+        found = classify([rows[i] for i in settled], index, self._lookup(spark, plan, before))
+        classes = [LIVE] * len(rows)
+        for i, c in zip(settled, found, strict=True):
+            classes[i] = c
+        self._stop_on_failures(mine, rows, classes, plan.unique_rule)
+        new = mine.filter(pa.array([c == NEW for c in classes], pa.bool_()))
+        served: Rows = new
+        if any(live):
+            served = pa.concat_tables([new, _latest_live(mine, classes, plan.kind, new)])
         duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
         positions = _positions(spark, duplicates) if duplicates else None
-        raw = _raw_values(evaluated, positions)
-        others = [i for i, c in enumerate(classes) if c != NEW]
+        of_kind = evaluated.where(F.col("kind") == plan.kind.name)
+        raw = _raw_values(of_kind, positions)
+        others = [i for i, c in enumerate(classes) if c in (DUPLICATE, "rejected")]
         quarantined = [
-            self._quarantine_row(r, classes[i], raw)
+            self._quarantine_row(r, classes[i], raw, plan.unique_rule.name)
             for i, r in zip(
-                others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True
+                others, mine.take(pa.array(others, pa.int64())).to_pylist(), strict=True
             )
         ]
-        return _Classified(rows, classes, trades, positions, quarantined)
+        return _Classified(rows, classes, new, served, positions, quarantined)
 
     def _append_silver(
         self,
         spark: SparkSession,
         evaluated: DataFrame,
+        plan: KindPlan,
         batch: _Classified,
         batch_id: int,
-        steps: _Steps,
     ) -> None:
-        """Append the new trades to Delta silver and the rejected records to quarantine,
-        each once (the ledger), then move the key index to silver's new version."""
-        silver_path = self.settings.table_path("silver")
-        self._ledger.append(_new_rows(evaluated, batch.positions), silver_path, batch_id)
-        steps.mark("silver")
-        if batch.quarantined:
-            q = spark.createDataFrame(batch.quarantined, QUARANTINE_SCHEMA)
-            self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
-            steps.mark("quarantine")
+        """Append ``plan``'s new rows to its silver table once (the ledger), then move its key
+        index to the table's new version. Trades always append (Delta skips an empty
+        commit); other kinds only when the batch has new rows of theirs."""
+        if plan is self.trades or batch.new.num_rows:
+            of_kind = evaluated.where(F.col("kind") == plan.kind.name)
+            rows = _new_rows(of_kind, batch.positions, plan.kind)
+            self._ledger.append(rows, plan.path, batch_id)
         # Our commit is the latest (a replay's skipped write: the one it made before).
         keys = new_keys(batch.rows, batch.classes).items()
-        assert self._index is not None  # _silver_before set it for this batch
-        self._index.advance(table_version(spark, silver_path), keys)
+        if keys or plan is self.trades:
+            self._index[plan.kind.name].advance(table_version(spark, plan.path), keys)
 
     def _append_bronze(self, evaluated: DataFrame, batch_id: int) -> None:
         """Every record of the batch into Delta bronze, once (runs in the bronze thread)."""
         rows = bronze_rows(evaluated, datetime.now(UTC))
         self._bronze_ledger.append(rows, self.settings.table_path("bronze"), batch_id)
 
-    def _silver_before(self, spark: SparkSession, batch_id: int) -> int:
-        """The silver version this batch classifies against, with ``self._index`` at it.
+    def _silver_before(self, spark: SparkSession, plan: KindPlan, batch_id: int) -> int:
+        """The version of ``plan``'s silver table this batch classifies against, with its key
+        index at it.
 
         Right after a (re)start the batch may be a replay that already committed: then it is
         the version before that commit, so the replay classifies like the first attempt."""
-        path = self.settings.table_path("silver")
-        if self._index is None:
+        path, record_id, name = plan.path, plan.kind.entity.record_id, plan.kind.name
+        index = self._index.get(name)
+        if index is None:
             committed = self._ledger.committed(spark, path, batch_id)
             before = table_version(spark, path) if committed is None else committed - 1
             if before == 0 and created_empty(spark, path):  # a fresh lake: no key, no scan
-                self._index = KeyIndex(before)
+                self._index[name] = KeyIndex(before)
             else:
-                self._index = key_index(spark, path, before)
+                self._index[name] = key_index(spark, path, before, record_id)
             return before
         latest = table_version(spark, path)
-        if latest != self._index.version:  # another writer committed to silver
-            log.info("silver has commits from outside the job (version %d, expected %d): "
-                     "rebuilding its key index", latest, self._index.version)  # fmt: skip
-            self._index = key_index(spark, path, latest)
+        if latest != index.version:  # another writer committed to silver
+            log.info("%s has commits from outside the job (version %d, expected %d): "
+                     "rebuilding its key index", path, latest, index.version)  # fmt: skip
+            self._index[name] = key_index(spark, path, latest, record_id)
         return latest
 
-    def _lookup(self, spark: SparkSession, before: int):
-        """``classify``'s lookup: the keys silver holds at ``before``, read by key."""
-        path = self.settings.table_path("silver")
-        return lambda keys: keys_in_silver(spark, path, before, keys)
+    def _lookup(self, spark: SparkSession, plan: KindPlan, before: int):
+        """``classify``'s lookup: the keys ``plan``'s silver holds at ``before``, by key."""
+        path, record_id = plan.path, plan.kind.entity.record_id
+        return lambda keys: keys_in_silver(spark, path, before, keys, record_id)
 
     def _late(self, trades: pa.Table) -> int:
         """New trades older than the watermark (newest trade time of the earlier batches
@@ -257,16 +315,18 @@ class PipelineBatch:
         return late
 
     # ----- steps
-    def _stop_on_failures(self, table: pa.Table, rows: list[Keyed], classes: list[str]) -> None:
+    def _stop_on_failures(
+        self, table: pa.Table, rows: list[Keyed], classes: list[str], unique_rule: Rule
+    ) -> None:
         """Raise for the first row (by Kafka position) that a ``fail`` rule rejected."""
         fail_rules = table.column("fail_rule").to_pylist()
         failing = [i for i, rule in enumerate(fail_rules) if rule is not None]
-        if self.unique_rule.action == "fail":
+        if unique_rule.action == "fail":
             failing += [i for i, c in enumerate(classes) if c == DUPLICATE]
         if not failing:
             return
         i = min(failing, key=lambda i: (rows[i].kafka_partition, rows[i].kafka_offset))
-        rule = fail_rules[i] or self.unique_rule.name
+        rule = fail_rules[i] or unique_rule.name
         raise ExpectationFailed(
             f"expectation {rule} (action fail) rejected the record at "
             f"{table.column('topic')[i].as_py()}/{rows[i].kafka_partition}/"
@@ -274,11 +334,12 @@ class PipelineBatch:
             "action to drop or warn in the expectation suite"
         )
 
+    @staticmethod
     def _quarantine_row(
-        self, r: dict[str, Any], row_class: str, raw: dict[tuple[int, int], bytes]
+        r: dict[str, Any], row_class: str, raw: dict[tuple[int, int], bytes], unique_name: str
     ) -> tuple:
         if row_class == DUPLICATE:
-            reasons = [self.unique_rule.name]
+            reasons = [unique_name]
             value = raw[(r["kafka_partition"], r["kafka_offset"])]
         else:
             reasons, value = list(r["failed_expectations"]), r["raw_value"]
@@ -287,52 +348,59 @@ class PipelineBatch:
             "raw_value": value,
             "quarantined_at": r["spark_time"],
         }
-        return tuple(special[c] if c in special else r[c] for c in _QUARANTINE_COLUMNS)
+        return tuple(special[c] if c in special else r.get(c) for c in _QUARANTINE_COLUMNS)
 
     def _record(
         self,
         app: str,
         batch_id: int,
         table: pa.Table,
-        batch: _Classified,
+        parts: dict[str, _Classified],
+        quarantined: int,
         served: Served,
         late: int,
         dt: float,
         steps: _Steps,
     ) -> None:
-        trades, quarantined = batch.trades, batch.quarantined
+        trades = parts[self.trades.kind.name].new
         names = pc.list_flatten(table.column("failed_expectations"))
         counts = {c["values"]: c["counts"] for c in pc.value_counts(names).to_pylist()}
-        warn = {r.name for r in self.rules if r.action == "warn"}
+        warn = {r.name for p in self.plans for r in p.rules if r.action == "warn"}
         warned = {k: v for k, v in counts.items() if k in warn}
         failed = {k: v for k, v in counts.items() if k not in warn}
         latencies = trades.column("end_to_end_latency_ms").to_pylist()
         s = self.stats
         s.batches += 1
         s.last_batch_id, s.input_rows, s.output_rows = batch_id, table.num_rows, trades.num_rows
-        s.quarantined, s.late, s.duration_s, s.warned = len(quarantined), late, dt, warned
+        s.quarantined, s.late, s.duration_s, s.warned = quarantined, late, dt, warned
         s.latency_p50_ms = statistics.median(latencies) if latencies else None
         s.recent.add(latencies)
         s.total_output += trades.num_rows
-        s.total_quarantined += len(quarantined)
+        s.total_quarantined += quarantined
+        for name, part in parts.items():
+            s.rows_by_kind[name] = s.rows_by_kind.get(name, 0) + part.new.num_rows
         record_batch(  # ops hook: the batch's own numbers in pipeline_batches (best effort)
             self.settings,
             self.job,
             batch_id,
             query_id=app,
             output_rows=trades.num_rows,
-            quarantined=len(quarantined),
+            quarantined=quarantined,
             late=late,
             **latency_percentiles(latencies),
         )
+        others = "".join(
+            f" {name}={part.new.num_rows}" for name, part in parts.items()
+            if name != self.trades.kind.name
+        )  # fmt: skip
         log.info(
             "%s batch=%d input=%d output=%d quarantined=%d late=%d windows=%d duration_ms=%d "
-            "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s%s",
+            "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s%s%s",
             self.job,
             batch_id,
             table.num_rows,
             trades.num_rows,
-            len(quarantined),
+            quarantined,
             late,
             len(served.windows),
             dt * 1000,
@@ -340,6 +408,7 @@ class PipelineBatch:
             json.dumps(failed, separators=(",", ":")),
             json.dumps(warned, separators=(",", ":")),
             steps,
+            others,
             " postgres=already-applied" if served.replayed else "",
         )
 
@@ -357,10 +426,13 @@ def newest_folded_trade_us(dsn: str, lake: str) -> int:
     return 0 if newest is None else micros(newest)
 
 
-def _collected_columns() -> list[Column]:
-    """What the driver needs of each row: silver and quarantine columns and the verdict.
-    The raw frame travels only for rejected rows (duplicates fetch theirs separately)."""
-    names = dict.fromkeys([*SILVER_COLUMNS, *_QUARANTINE_COLUMNS, "dropped", "fail_rule"])
+def _collected_columns(plans: Sequence[KindPlan]) -> list[Column]:
+    """What the driver needs of each row: every kind's serving and quarantine columns and
+    the verdict. The raw frame travels only for rejected rows (duplicates fetch theirs
+    separately)."""
+    served = [c for p in plans for c in p.spec.columns]
+    names = dict.fromkeys([*served, *_QUARANTINE_COLUMNS, *PARSE_COLUMNS, "dropped", "fail_rule",
+                           "failed_expectations"])  # fmt: skip
     del names["quarantined_at"]  # = spark_time
     return [
         F.when(F.col("dropped"), F.col(n)).alias(n) if n == "raw_value" else F.col(n) for n in names
@@ -368,11 +440,12 @@ def _collected_columns() -> list[Column]:
 
 
 class _Classified(NamedTuple):
-    """A batch after deduplication (``PipelineBatch._classify``)."""
+    """One kind's rows of a batch after deduplication (``PipelineBatch._classify``)."""
 
     rows: list[Keyed]
     classes: list[str]
-    trades: pa.Table  # the new trades, silver's and raw_trades' rows
+    new: pa.Table  # the new rows: silver's and the serving table's
+    served: Rows  # what the serving table gets: the new rows, and the latest live ones
     positions: DataFrame | None  # Kafka positions of the duplicates (broadcast), if any
     quarantined: list[tuple]  # quarantine rows of the rejected records and duplicates
 
@@ -381,7 +454,7 @@ class Keyed(NamedTuple):
     """What deduplication reads of a collected row (``dedup.Candidate``)."""
 
     symbol: str | None
-    trade_id: int | None
+    record_id: int | None
     dropped: bool
     kafka_partition: int
     kafka_offset: int
@@ -393,6 +466,36 @@ def _candidates(table: pa.Table) -> list[Keyed]:
     return [Keyed(*values) for values in zip(*columns, strict=True)]
 
 
+def _live_mask(table: pa.Table, kind: StreamKind) -> list[bool]:
+    """Per row: valid but not final (``Entity.final`` false, an open kline)."""
+    if kind.entity.final is None:
+        return [False] * table.num_rows
+    final = table.column(kind.entity.final).to_pylist()
+    dropped = table.column("dropped").to_pylist()
+    return [not d and f is False for d, f in zip(dropped, final, strict=True)]
+
+
+def _latest_live(table: pa.Table, classes: list[str], kind: StreamKind, new: pa.Table) -> pa.Table:
+    """The last live row (by event time, then Kafka position) of each key that has no new
+    final row in the batch: one row per key, as one upsert statement needs."""
+    key = kind.entity.key
+    final_keys = set(zip(*(new.column(c).to_pylist() for c in key), strict=True))
+    rows = table.filter(pa.array([c == LIVE for c in classes], pa.bool_()))
+    order = rows.sort_by([("event_time", "ascending"), ("kafka_partition", "ascending"),
+                          ("kafka_offset", "ascending")])  # fmt: skip
+    last: dict[tuple, int] = {}
+    for i, k in enumerate(zip(*(order.column(c).to_pylist() for c in key), strict=True)):
+        if k not in final_keys:
+            last[k] = i
+    return order.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+def _unread_rows(table: pa.Table, quarantine_row: Callable[..., tuple]) -> list[tuple]:
+    """Quarantine rows of the records of a topic no stream kind reads (``kind`` NULL)."""
+    unread = table.filter(pc.is_null(table.column("kind")))
+    return [quarantine_row(r, "rejected", {}, "") for r in unread.to_pylist()]
+
+
 def _positions(spark: SparkSession, rows: list[Keyed]) -> DataFrame:
     """The (partition, offset) of ``rows``, small enough to broadcast."""
     schema = "kafka_partition int, kafka_offset long"
@@ -401,7 +504,8 @@ def _positions(spark: SparkSession, rows: list[Keyed]) -> DataFrame:
 
 
 def _raw_values(evaluated: DataFrame, duplicates: DataFrame | None) -> dict[tuple[int, int], bytes]:
-    """The raw frames of the rows at the ``duplicates`` positions, by (partition, offset)."""
+    """The raw frames of the rows at the ``duplicates`` positions, by (partition, offset)
+    (``evaluated``: one kind's rows, so one topic's positions)."""
     if duplicates is None:
         return {}
     found = evaluated.join(duplicates, ["kafka_partition", "kafka_offset"], "left_semi")
@@ -409,9 +513,12 @@ def _raw_values(evaluated: DataFrame, duplicates: DataFrame | None) -> dict[tupl
     return {(r.kafka_partition, r.kafka_offset): r.raw_value for r in rows}
 
 
-def _new_rows(evaluated: DataFrame, duplicates: DataFrame | None) -> DataFrame:
-    """The batch's rows for silver: not rejected, and not at the ``duplicates`` positions."""
+def _new_rows(evaluated: DataFrame, duplicates: DataFrame | None, kind: StreamKind) -> DataFrame:
+    """``kind``'s rows for silver (``evaluated``: that kind's rows): not rejected, final,
+    and not at the ``duplicates`` positions."""
     kept = evaluated.where(~F.col("dropped"))
+    if kind.entity.final is not None:
+        kept = kept.where(F.col(kind.entity.final))
     if duplicates is not None:
         kept = kept.join(duplicates, ["kafka_partition", "kafka_offset"], "left_anti")
-    return kept.select(*SILVER_COLUMNS)
+    return kept.select(*kind.columns)

@@ -19,9 +19,11 @@ from pyspark.sql.streaming import StreamingQuery
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import first_line
+from cryptoflow.core.services import kafka
 from cryptoflow.core.services.postgres import pipeline_dsn
-from expectations.rules import trade_rules, unique_key_rule
-from pipelines.batch import PipelineBatch
+from cryptoflow.core.streams import TRADE
+from expectations.rules import row_rules, unique_key_rule
+from pipelines.batch import KindPlan, PipelineBatch
 from pipelines.bronze.source import ensure_bronze_table, kafka_stream
 from pipelines.gold.sync import GoldSync, ensure_gold_table
 from pipelines.gold.transform import window_lengths
@@ -30,7 +32,7 @@ from pipelines.log_checkpoints import checkpoint_in_background
 from pipelines.ops.batches import attach_recorder
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io
 from pipelines.progress import SPARK_55271, stop_between_batches
-from pipelines.silver.tables import ensure_tables
+from pipelines.silver.tables import ensure_silver_table, ensure_tables
 from pipelines.silver.validate import Rule, validated
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,46 @@ class PipelineQuery(StreamingQuery):
 
 
 def ensure_lake(spark: SparkSession, settings: Settings) -> None:
-    """Create the four Delta tables that are missing; their log checkpoints come from the
-    checkpointer thread (``pipelines.log_checkpoints``)."""
+    """Create the Delta tables that are missing (bronze, each chosen kind's silver,
+    quarantine, gold); their log checkpoints come from the checkpointer thread
+    (``pipelines.log_checkpoints``)."""
     paths = [settings.table_path(t) for t in ("bronze", "silver", "quarantine", "gold")]
     ensure_bronze_table(spark, paths[0])
     ensure_tables(spark, paths[1], paths[2])
     ensure_gold_table(spark, paths[3])
-    checkpoint_in_background(spark, settings, *paths)
+    others = [k for k in settings.stream_kinds if k is not TRADE]
+    for kind in others:
+        ensure_silver_table(spark, kind, settings.table_path(kind.entity.lake))
+    checkpoint_in_background(
+        spark, settings, *paths, *(settings.table_path(k.entity.lake) for k in others)
+    )
+
+
+def kind_plans(
+    settings: Settings, rules: Sequence[Rule] | None = None, unique_rule: Rule | None = None
+) -> list[KindPlan]:
+    """The batch function's plan of every chosen stream kind, trades first, with the rules of
+    their expectation suites (``rules``/``unique_rule``: trades' own, for tests)."""
+    plans = []
+    for kind in settings.stream_kinds:
+        suite = kind.entity.suite
+        kind_rules: list[Rule] = list(row_rules(settings, suite))
+        unique: Rule = unique_key_rule(settings, suite)
+        if kind is TRADE:
+            kind_rules = kind_rules if rules is None else list(rules)
+            unique = unique if unique_rule is None else unique_rule
+        path = settings.table_path(kind.entity.lake)
+        plans.append(KindPlan.of(kind, kind_rules, unique, path))
+    return plans
+
+
+def validated_records(
+    source: DataFrame, settings: Settings, plans: Sequence[KindPlan]
+) -> DataFrame:
+    """``source`` (bronze rows of every chosen kind's topic) parsed as the kind of their topic
+    and validated by its rules: what ``PipelineBatch`` receives."""
+    kinds = {settings.topic(p.kind): p.kind for p in plans}
+    return validated(source, {p.kind.name: p.rules for p in plans}, kinds)
 
 
 def gold_sync(spark: SparkSession, settings: Settings) -> GoldSync:
@@ -97,14 +132,15 @@ def start(
     to the expectation suite's (``expectations.rules``); tests may pass their own. The
     batch function is ``query.handler`` (its ``stats``), the gold copier ``query.gold``:
     call ``query.gold.stop()`` after the query stops to bring Delta gold up to date."""
-    rules = trade_rules(settings) if rules is None else rules
-    unique_rule = unique_key_rule(settings) if unique_rule is None else unique_rule
+    plans = kind_plans(settings, rules, unique_rule)
+    for topic in settings.topics:  # Spark's Kafka source fails on a topic that is missing
+        kafka.ensure_topic(settings, topic)
     ensure_lake(spark, settings)
     ensure_checkpoint_owner(settings, QUERY, *job_io(settings, QUERY))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows
     checkpoint = settings.checkpoint_path(QUERY)
-    handler = PipelineBatch(settings, rules, unique_rule, query_id_reader(checkpoint), QUERY)
-    source = validated(kafka_stream(spark, settings), rules)
+    handler = PipelineBatch(settings, plans, query_id_reader(checkpoint), QUERY)
+    source = validated_records(kafka_stream(spark, settings), settings, plans)
     gold = gold_sync(spark, settings)
     query = cast(
         PipelineQuery,
@@ -114,13 +150,13 @@ def start(
     )
     query.gold = gold if available_now else gold.start()
     log.info(
-        "%s started topic=%s bronze=%s windows=%s watermark_s=%d rules=%d",
+        "%s started topics=%s bronze=%s windows=%s watermark_s=%d rules=%d",
         QUERY,
-        settings.kafka_topic,
+        ",".join(settings.topics),
         settings.table_path("bronze"),
         ",".join(f"{s}s" for s in window_lengths(settings.window_seconds)),
         settings.watermark_seconds,
-        len(rules),
+        sum(len(p.rules) for p in plans),
     )
     return query
 

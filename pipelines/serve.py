@@ -1,12 +1,13 @@
-"""One micro-batch's PostgreSQL transaction: trades, quarantine, metrics and the ledger.
+"""One micro-batch's PostgreSQL transaction: every kind's rows, quarantine, gold and the ledger.
 
 In one transaction (retried while PostgreSQL is unreachable, ``pipelines.serving``):
 1. the ledger: if ``applied_batches`` holds (query, batch), the batch was applied before a
    crash and nothing is done again;
 2. the batch's new trades are staged and inserted into ``raw_trades``, and exactly the rows
    inserted are folded into the windows' sums and ``metrics`` (``pipelines.gold.fold``);
-3. the rejected records are upserted into ``quarantine`` (first write of a key wins);
-4. the ledger row.
+3. the other stream kinds' rows are upserted into their serving tables (``UpsertSpec``);
+4. the rejected records are upserted into ``quarantine`` (first write of a key wins);
+5. the ledger row.
 A reader therefore never sees a window whose trades are not in raw_trades, nor the reverse.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg2.extensions
 
 from pipelines.gold.fold import fold_trades
-from pipelines.serving import Rows, copy_upsert, in_transaction, stage_rows
+from pipelines.serving import Rows, UpsertSpec, copy_upsert, in_transaction, stage_rows
 from pipelines.silver.tables import QUARANTINE, RAW_TRADES
 
 
@@ -29,6 +30,7 @@ class Served:
 
     trades: int = 0
     quarantined: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # rows changed per other serving table
     windows: list[dict[str, Any]] = field(default_factory=list)
     replayed: bool = False
 
@@ -42,6 +44,7 @@ def serve_batch(
     lake: str,
     lengths: Sequence[int],
     retry_seconds: float,
+    others: Sequence[tuple[UpsertSpec, Rows]] = (),
 ) -> Served:
     """Apply one batch to the serving tables exactly once (module doc)."""
 
@@ -57,12 +60,13 @@ def serve_batch(
         if len(trades):
             stage = stage_rows(cur, RAW_TRADES, trades)
             new, windows = fold_trades(cur, RAW_TRADES.columns, stage, lake, lengths)
+        rows = {spec.table: copy_upsert(cur, spec, r) for spec, r in others if len(r)}
         rejected = copy_upsert(cur, QUARANTINE, quarantined) if quarantined else 0
         cur.execute(
             "INSERT INTO applied_batches (query_id, batch_id, trades, quarantined) "
             "VALUES (%s, %s, %s, %s)",
             (query_id, batch_id, new, rejected),
         )
-        return Served(new, rejected, windows)
+        return Served(new, rejected, rows, windows)
 
     return in_transaction(dsn, apply, retry_seconds, f"batch {batch_id}")

@@ -47,12 +47,15 @@ class UpsertSpec:
     ``update=True`` overwrites the non-key columns (``DO UPDATE``) where one of them
     differs, for rows that are recomputed, like gold windows: a row rewritten with the same
     values keeps its tuple, so its commit time is that of its last real change.
+    ``final``: a boolean column; a row where it is false is live (an open kline) and is
+    overwritten by the next row of its key, until a row where it is true, which is kept.
     """
 
     table: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
     update: bool = False
+    final: str | None = None
 
     def __post_init__(self) -> None:
         missing = [k for k in self.key if k not in self.columns]
@@ -137,7 +140,7 @@ def upsert_statement(spec: UpsertSpec, stage: sql.Identifier) -> sql.Composed:
     """``INSERT INTO spec.table SELECT ... FROM stage ON CONFLICT (key) ...`` (module doc)."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
-    if spec.update:
+    if spec.update or spec.final:
         others = [c for c in spec.columns if c not in spec.key]
         action = sql.SQL("DO UPDATE SET {sets} WHERE ({mine}) IS DISTINCT FROM ({theirs})").format(
             sets=sql.SQL(", ").join(
@@ -146,6 +149,8 @@ def upsert_statement(spec: UpsertSpec, stage: sql.Identifier) -> sql.Composed:
             mine=sql.SQL(", ").join(sql.Identifier(spec.table, c) for c in others),
             theirs=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in others),
         )
+        if spec.final and not spec.update:
+            action += sql.SQL(" AND NOT {}").format(sql.Identifier(spec.table, spec.final))
     else:
         action = sql.SQL("DO NOTHING")
     return sql.SQL(

@@ -133,14 +133,14 @@ def test_replayed_batch_after_a_crash_is_identical(
         for i, t in enumerate(payloads + payloads[:3])
     ]  # fmt: skip
     job.ensure_lake(spark, s)
-    rules, unique_rule = trade_rules(s), unique_key_rule(s)
+    plans = job.kind_plans(s, trade_rules(s), unique_key_rule(s))
     batch_time = datetime.now(UTC).replace(microsecond=0)  # the offset log's batch timestamp
-    batch = apply_rules(parse_frames(spark.createDataFrame(rows, BRONZE_SCHEMA), batch_time), rules)
+    kinds = {s.topic(p.kind): p.kind for p in plans}
+    parsed = parse_frames(spark.createDataFrame(rows, BRONZE_SCHEMA), batch_time, kinds)
+    batch = apply_rules(parsed, {p.kind.name: p.rules for p in plans})
 
     def handler():
-        return pipeline_batch.PipelineBatch(
-            s, rules, unique_rule, lambda _: f"app-{unique}", job.QUERY
-        )
+        return pipeline_batch.PipelineBatch(s, plans, lambda _: f"app-{unique}", job.QUERY)
 
     def crash(*args, **kwargs):
         raise RuntimeError("crash")

@@ -121,7 +121,7 @@ def test_check_rules_rejects_bad_actions_names_and_sql(spark):
 @dataclass(frozen=True)
 class Rec:
     symbol: str
-    trade_id: int
+    record_id: int
     dropped: bool
     kafka_partition: int
     kafka_offset: int

@@ -112,17 +112,26 @@ class StreamKind:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Silver columns of the parsed fields, then the derived ones, then the common tail."""
+        """Silver columns: the parsed fields, the receive and processing times, the derived
+        columns, where the record came from, and the date partition column last."""
         return (
             *(f.column for f in self.fields),
+            *TIMES,
             *(d[0] for d in self.entity.derived),
-            *COMMON_COLUMNS,
+            *ORIGIN,
             self.entity.date[0],
         )
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Silver columns that are never NULL (a row without one cannot be stored)."""
+        return (*(f.column for f in self.fields if f.required), *TIMES)
 
-#: Columns every silver table ends with, before its date partition column.
-COMMON_COLUMNS = ("ingestion_time", "spark_time", "source", "kafka_partition", "kafka_offset")
+
+#: Every silver row's receive time (Kafka timestamp) and processing time (the batch's).
+TIMES = ("ingestion_time", "spark_time")
+#: Where every silver row came from: the source header and its Kafka position.
+ORIGIN = ("source", "kafka_partition", "kafka_offset")
 
 _LATENCIES = (
     ("exchange_latency_ms", "bigint", "unix_millis(ingestion_time) - unix_millis(event_time)"),

@@ -17,7 +17,7 @@ def kafka_options(s: Settings) -> dict[str, str]:
     """Options of the Kafka source (see docs/pipelines.md for ``failOnDataLoss``)."""
     opts = {
         "kafka.bootstrap.servers": s.bootstrap_servers,
-        "subscribe": s.kafka_topic,
+        "subscribe": ",".join(s.topics),
         "startingOffsets": s.starting_offsets,
         "failOnDataLoss": "true" if s.fail_on_data_loss else "false",
         "includeHeaders": "true",
@@ -28,7 +28,8 @@ def kafka_options(s: Settings) -> dict[str, str]:
 
 
 def kafka_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The topic as a stream of bronze rows (``to_bronze``; ``bronze_time`` comes per batch)."""
+    """The topics of the chosen stream kinds as a stream of bronze rows (``to_bronze``;
+    ``bronze_time`` comes per batch)."""
     reader = spark.readStream.format("kafka")
     for key, value in kafka_options(settings).items():
         reader = reader.option(key, value)

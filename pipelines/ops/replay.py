@@ -34,17 +34,15 @@ from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import admin_dsn
 from cryptoflow.core.services.process import pid_alive
-from expectations.rules import trade_rules, unique_key_rule
 from pipelines.batch import PipelineBatch
 from pipelines.bronze.source import bronze_stream
 from pipelines.gold.rebuild import rebuild_gold
-from pipelines.job import run_batches
+from pipelines.job import kind_plans, run_batches, validated_records
 from pipelines.ledger import query_id_reader
 from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, local_path, read_owner
 from pipelines.ops.tables import history, version_range
 from pipelines.serving import UpsertSpec, copy_upsert
-from pipelines.silver.tables import QUARANTINE, RAW_TRADES
-from pipelines.silver.validate import validated
+from pipelines.silver.tables import QUARANTINE, upsert_spec
 
 LIVE_QUERY = "trades"  # pipelines.job.QUERY (imported lazily: ops is below the job)
 REBUILD = "replay-silver"
@@ -149,11 +147,18 @@ def _read(spark: SparkSession, settings: Settings, name: str, version: int | Non
     return reader.load(settings.table_path(name))
 
 
+def silver_tables(settings: Settings) -> list[tuple[str, str | None]]:
+    """(Delta table, topic of its records) of what a silver rebuild recomputes: each chosen
+    kind's silver table, then quarantine (any topic)."""
+    kinds = [(k.entity.lake, settings.topic(k)) for k in settings.stream_kinds]
+    return [*kinds, ("quarantine", None)]
+
+
 def clear_silver(spark: SparkSession, settings: Settings, start: int | None) -> None:
     """Remove the silver and quarantine rows a silver rebuild recomputes (module doc)."""
     if start is None or start == 0:
-        _delta(spark, settings, "silver").delete()
-        _delta(spark, settings, "quarantine").delete()
+        for table, _ in silver_tables(settings):
+            _delta(spark, settings, table).delete()
         return
     keys = ["topic", "partition", "offset"]
     added = (
@@ -161,26 +166,14 @@ def clear_silver(spark: SparkSession, settings: Settings, start: int | None) -> 
         .select(*keys)
         .join(_read(spark, settings, "bronze", start - 1).select(*keys), keys, "left_anti")
     )
-    (
-        _delta(spark, settings, "silver")
-        .alias("t")
-        .merge(
-            added.alias("s"),
-            "t.kafka_partition = s.partition AND t.kafka_offset = s.offset",
-        )
-        .whenMatchedDelete()
-        .execute()
-    )
-    (
-        _delta(spark, settings, "quarantine")
-        .alias("t")
-        .merge(
-            added.alias("s"),
-            "t.topic = s.topic AND t.kafka_partition = s.partition AND t.kafka_offset = s.offset",
-        )
-        .whenMatchedDelete()
-        .execute()
-    )
+    for table, topic in silver_tables(settings):
+        records = added if topic is None else added.where(F.col("topic") == topic)
+        same = "t.kafka_partition = s.partition AND t.kafka_offset = s.offset"
+        if topic is None:
+            same = "t.topic = s.topic AND " + same
+        _delta(spark, settings, table).alias("t").merge(
+            records.alias("s"), same
+        ).whenMatchedDelete().execute()
 
 
 def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -> int:
@@ -192,10 +185,10 @@ def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -
     reader = spark.readStream.format("delta")
     if start is not None:
         reader = reader.option("startingVersion", start)
-    rules, unique = trade_rules(settings), unique_key_rule(settings)
-    source = validated(bronze_stream(reader, settings), rules)
+    plans = kind_plans(settings)
+    source = validated_records(bronze_stream(reader, settings), settings, plans)
     handler = PipelineBatch(
-        settings, rules, unique, query_id_reader(checkpoint), REBUILD, write_bronze=False
+        settings, plans, query_id_reader(checkpoint), REBUILD, write_bronze=False
     )
     query = run_batches(source, handler, checkpoint, REBUILD, True, settings.trigger_interval_ms)
     query.awaitTermination()
@@ -208,13 +201,13 @@ def rebuild_silver(spark: SparkSession, settings: Settings, start: int | None) -
 # ----- PostgreSQL
 
 
-def _silver_specs() -> list[tuple[UpsertSpec, str, str]]:
+def _silver_specs(settings: Settings) -> list[tuple[UpsertSpec, str, str]]:
     """(spec with update=True, Delta table, scope column) of the tables silver serves."""
-
-    return [
-        (replace(RAW_TRADES, update=True), "silver", "symbol"),
-        (replace(QUARANTINE, update=True), "quarantine", "topic"),
+    kinds = [
+        (replace(upsert_spec(k), update=True), k.entity.lake, "symbol")
+        for k in settings.stream_kinds
     ]
+    return [*kinds, (replace(QUARANTINE, update=True), "quarantine", "topic")]
 
 
 def _scope(df: DataFrame, column: str) -> set[str]:
@@ -231,7 +224,7 @@ def sync_postgres(
     conn = connect(admin_dsn(settings))  # DELETE is an operator's right, not the pipeline's
     try:
         with conn, conn.cursor() as cur:
-            for spec, table, scope_col in _silver_specs():
+            for spec, table, scope_col in _silver_specs(settings):
                 now = _read(spark, settings, table)
                 before = _read(spark, settings, table, versions_before[table])
                 scope = sorted(_scope(now, scope_col) | _scope(before, scope_col))
@@ -281,7 +274,7 @@ def replay(
     start = resolve_start(spark, settings, source, from_version, from_timestamp)
     if not force:
         ensure_stopped(spark, settings)
-    targets = ["silver", "quarantine"] if stage == "silver" else ["gold"]
+    targets = [t for t, _ in silver_tables(settings)] if stage == "silver" else ["gold"]
     versions_before = {t: version_range(spark, settings, t)[1] for t in targets}
     previous = versions_before[stage]
     rows_before = _read(spark, settings, stage).count()

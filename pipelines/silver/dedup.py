@@ -1,9 +1,11 @@
-"""Deduplication on (symbol, trade_id), within a batch and against what silver already holds.
+"""Deduplication on (symbol, record id), within a batch and against what a silver table holds.
 
-Binance trade ids grow per symbol, so silver's highest id per symbol (``KeyIndex.high``)
-settles almost every row without reading silver: a key above it cannot be there. Only keys
-at or below it (a gap backfill, a reconnect's overlap, a replayed topic) are looked up in
-silver, and only those keys. The functions here are plain Python over collected rows.
+The record id is the stream kind's (``Entity.record_id``: the trade id, the aggregate id,
+the kline's open time...). It grows per symbol, so silver's highest id per symbol
+(``KeyIndex.high``) settles almost every row without reading silver: a key above it cannot
+be there. Only keys at or below it (a gap backfill, a reconnect's overlap, a replayed topic)
+are looked up in silver, and only those keys.
+The functions here are plain Python over collected rows.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ Key = tuple[str, int]
 
 class Candidate(Protocol):
     """What classification reads of a row (a collected ``Row`` has these fields). A row
-    with no symbol or trade id cannot be stored in silver, so it is ``dropped``."""
+    with no symbol or record id cannot be stored in silver, so it is ``dropped``."""
 
     @property
     def symbol(self) -> str | None: ...
     @property
-    def trade_id(self) -> int | None: ...
+    def record_id(self) -> int | None: ...
     @property
     def dropped(self) -> bool: ...
     @property
@@ -34,15 +36,15 @@ class Candidate(Protocol):
 
 
 def key_of(row: Candidate) -> Key:
-    """The (symbol, trade_id) of a row that is not ``dropped``."""
-    if row.symbol is None or row.trade_id is None:
+    """The (symbol, record_id) of a row that is not ``dropped``."""
+    if row.symbol is None or row.record_id is None:
         raise ValueError(f"a row that is not dropped has no key: {row}")
-    return row.symbol, row.trade_id
+    return row.symbol, row.record_id
 
 
 @dataclass
 class KeyIndex:
-    """Highest trade id per symbol in silver as of ``version`` (-1: empty table)."""
+    """Highest record id per symbol in a silver table as of ``version`` (-1: empty table)."""
 
     version: int
     high: dict[str, int] = field(default_factory=dict)
@@ -53,9 +55,9 @@ class KeyIndex:
 
     def advance(self, version: int, keys: Iterable[Key]) -> None:
         """Account for a commit (``version``) that added ``keys``."""
-        for symbol, trade_id in keys:
-            if trade_id > self.high.get(symbol, -1):
-                self.high[symbol] = trade_id
+        for symbol, record_id in keys:
+            if record_id > self.high.get(symbol, -1):
+                self.high[symbol] = record_id
         self.version = version
 
 
@@ -95,12 +97,12 @@ def classify(
 
 
 def new_keys(rows: Sequence[Candidate], classes: Sequence[str]) -> Mapping[str, int]:
-    """Highest new trade id per symbol of a classified batch."""
+    """Highest new record id per symbol of a classified batch."""
     high: dict[str, int] = {}
     for r, c in zip(rows, classes, strict=True):
         if c != NEW:
             continue
-        symbol, trade_id = key_of(r)
-        if trade_id > high.get(symbol, -1):
-            high[symbol] = trade_id
+        symbol, record_id = key_of(r)
+        if record_id > high.get(symbol, -1):
+            high[symbol] = record_id
     return high

@@ -8,6 +8,8 @@ duplicates against the same silver as the first attempt did.
 
 from __future__ import annotations
 
+import re
+
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,6 +17,7 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     BooleanType,
+    DataType,
     DateType,
     DecimalType,
     IntegerType,
@@ -25,31 +28,43 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from cryptoflow.core.streams import TRADE, StreamKind
 from pipelines.jvm import jvm
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 from pipelines.serving import UpsertSpec
 from pipelines.silver.dedup import Key, KeyIndex
+from pipelines.silver.transform import column_types
 
-SILVER_SCHEMA = StructType(
-    [
-        StructField("symbol", StringType()),
-        StructField("trade_id", LongType()),
-        StructField("price", DecimalType(18, 8)),
-        StructField("quantity", DecimalType(18, 8)),
-        StructField("is_buyer_maker", BooleanType()),
-        StructField("event_time", TimestampType()),
-        StructField("trade_time", TimestampType()),
-        StructField("ingestion_time", TimestampType()),
-        StructField("spark_time", TimestampType()),
-        StructField("exchange_latency_ms", LongType()),
-        StructField("source_latency_ms", LongType()),
-        StructField("end_to_end_latency_ms", LongType()),
-        StructField("source", StringType()),
-        StructField("kafka_partition", IntegerType()),
-        StructField("kafka_offset", LongType()),
-        StructField("trade_date", DateType()),
-    ]
-)
+
+def spark_type(name: str) -> DataType:
+    """The Spark type of a SQL type name of the registry (``column_types``)."""
+    m = re.fullmatch(r"decimal\((\d+),(\d+)\)", name)
+    if m:
+        return DecimalType(int(m[1]), int(m[2]))
+    return _TYPES[name]()
+
+
+_TYPES: dict[str, type[DataType]] = {
+    "string": StringType, "bigint": LongType, "int": IntegerType, "boolean": BooleanType,
+    "timestamp": TimestampType, "date": DateType,
+}  # fmt: skip
+
+
+def silver_schema(kind: StreamKind) -> StructType:
+    """The Delta schema of ``kind``'s silver table: its columns (``StreamKind.columns``)."""
+    types = column_types({kind.name: kind})
+    return StructType([StructField(c, spark_type(types[c])) for c in kind.columns])
+
+
+def upsert_spec(kind: StreamKind) -> UpsertSpec:
+    """PostgreSQL serving table of ``kind``: silver's columns minus the date partition; the
+    first write of a key wins, except over a row that is not final yet (an open kline)."""
+    return UpsertSpec(
+        kind.entity.table, kind.columns[:-1], kind.entity.key, final=kind.entity.final
+    )
+
+
+SILVER_SCHEMA = silver_schema(TRADE)
 
 QUARANTINE_SCHEMA = StructType(
     [
@@ -69,26 +84,29 @@ QUARANTINE_SCHEMA = StructType(
 QUARANTINE_KEY = ("topic", "kafka_partition", "kafka_offset")
 
 #: PostgreSQL raw_trades = silver's columns minus the partition column; first write wins.
-RAW_TRADES = UpsertSpec(
-    "raw_trades", tuple(f.name for f in SILVER_SCHEMA.fields[:-1]), ("symbol", "trade_id")
-)
+RAW_TRADES = upsert_spec(TRADE)
 QUARANTINE = UpsertSpec("quarantine", tuple(QUARANTINE_SCHEMA.fieldNames()), QUARANTINE_KEY)
 
 
 def ensure_tables(spark: SparkSession, silver_path: str, quarantine_path: str) -> None:
-    """Create silver (partitioned by trade_date) and quarantine if they do not exist."""
-    (
-        DeltaTable.createIfNotExists(spark)
-        .location(silver_path)
-        .addColumns(SILVER_SCHEMA)
-        .partitionedBy("trade_date")
-        .property(*NO_INLINE_CHECKPOINTS)
-        .execute()
-    )
+    """Create silver trades (partitioned by trade_date) and quarantine if they do not exist."""
+    ensure_silver_table(spark, TRADE, silver_path)
     (
         DeltaTable.createIfNotExists(spark)
         .location(quarantine_path)
         .addColumns(QUARANTINE_SCHEMA)
+        .property(*NO_INLINE_CHECKPOINTS)
+        .execute()
+    )
+
+
+def ensure_silver_table(spark: SparkSession, kind: StreamKind, path: str) -> None:
+    """Create ``kind``'s silver table (partitioned by its date column) unless it exists."""
+    (
+        DeltaTable.createIfNotExists(spark)
+        .location(path)
+        .addColumns(silver_schema(kind))
+        .partitionedBy(kind.entity.date[0])
         .property(*NO_INLINE_CHECKPOINTS)
         .execute()
     )
@@ -106,26 +124,37 @@ def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:
     return spark.read.format("delta").option("versionAsOf", version).load(path)
 
 
-def key_index(spark: SparkSession, path: str, version: int) -> KeyIndex:
-    """Silver's highest trade id per symbol at ``version`` (one scan of two columns)."""
+def key_index(
+    spark: SparkSession, path: str, version: int, record_id: str = TRADE.entity.record_id
+) -> KeyIndex:
+    """A silver table's highest record id (SQL ``record_id``) per symbol at ``version`` (one
+    scan of two columns)."""
     if version < 0:
         return KeyIndex(version)
-    rows = read_version(spark, path, version).groupBy("symbol").agg(F.max("trade_id")).collect()
+    table = read_version(spark, path, version)
+    rows = table.groupBy("symbol").agg(F.max(F.expr(record_id))).collect()
     return KeyIndex(version, {r[0]: r[1] for r in rows})
 
 
-def keys_in_silver(spark: SparkSession, path: str, version: int, keys: set[Key]) -> set[Key]:
-    """Which of ``keys`` silver holds at ``version``, on any trade date. Trade ids grow with
-    time, so Delta's per-file id ranges skip all but the files that may hold them."""
+def keys_in_silver(
+    spark: SparkSession,
+    path: str,
+    version: int,
+    keys: set[Key],
+    record_id: str = TRADE.entity.record_id,
+) -> set[Key]:
+    """Which of ``keys`` (symbol, record id) a silver table holds at ``version``, on any
+    date. Record ids grow with time, so Delta's per-file ranges of a plain id column skip all
+    but the files that may hold them."""
     if version < 0 or not keys:
         return set()
-    wanted = spark.createDataFrame(sorted(keys), "symbol string, trade_id long")
+    wanted = spark.createDataFrame(sorted(keys), "symbol string, record_id long")
     low, high = min(k[1] for k in keys), max(k[1] for k in keys)
     silver = (
         read_version(spark, path, version)
         .where(F.col("symbol").isin(sorted({k[0] for k in keys})))
-        .where(F.col("trade_id").between(low, high))
-        .select("symbol", "trade_id")
+        .where(F.expr(record_id).between(low, high))
+        .select("symbol", F.expr(record_id).alias("record_id"))
     )
-    found = silver.join(F.broadcast(wanted), ["symbol", "trade_id"], "left_semi").collect()
-    return {(r.symbol, r.trade_id) for r in found}
+    found = silver.join(F.broadcast(wanted), ["symbol", "record_id"], "left_semi").collect()
+    return {(r.symbol, r.record_id) for r in found}
