@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,18 @@ import pytest
 from cryptoflow.cli import build_parser
 from cryptoflow.cli.simulate import options_from_args
 from cryptoflow.core.errors import ConfigError
-from ingestion.simulator import control, frames
-from ingestion.simulator.faults import IdSkipper, MalformedInjector
+from cryptoflow.core.streams import MICROS_FROM as MICROS
+from ingestion.simulator import control, frames, read_record
+from ingestion.simulator.book import BookMaker
+from ingestion.simulator.faults import IdSkipper, KlineFaulter, MalformedInjector
 from ingestion.simulator.feed import SymbolFeed
 from ingestion.simulator.history import History
 from ingestion.simulator.ids import BLOCK, FIRST_ID, IdStore
+from ingestion.simulator.klines import KlineBuilder, KlineEvent, format_quote, klines_between
 from ingestion.simulator.market import format_units, spec_for, split_rate
 from ingestion.simulator.options import SimulatorOptions
+from ingestion.simulator.outbox import Outbox
+from ingestion.simulator.record import Recorder
 from ingestion.simulator.rest import RestApi, WeightLimiter, quote_qty
 from tests.conftest import make_data_dir, make_settings
 
@@ -364,6 +370,14 @@ def test_request_weight_header_and_429_with_retry_after(tmp_path):
 
 
 # ----- faults and options
+def test_kline_faulter_picks_every_nth_closed_kline_and_cycles_fields():
+    faulter = KlineFaulter(3)
+    picked = [faulter.next_field() for _ in range(36)]
+    assert picked[:6] == [None, None, "o", None, None, "h"]
+    assert [p for p in picked if p] == ["o", "h", "l", "c", "v", "q", "n", "V", "Q", "f", "L", "o"]
+    assert KlineFaulter(0).next_field() is None
+
+
 def test_skipper_holds_back_runs_of_ids_per_symbol():
     sk = IdSkipper(run=2, every=3)
     skipped = [i for i in range(1, 13) if sk.skip("BTCUSDT", i)]
@@ -389,6 +403,285 @@ def test_cli_flags_round_trip_to_options(tmp_path):
         port=1234, symbols=("BTCUSDT", "SOLUSDT"), seed=9, rate=500.0, max_trades=10,
         record=tmp_path / "r.jsonl", drop_every=2.5, skip_ids=3, skip_every=40,
         malformed_every=7, pong_delay=0.5, shutdown_every=4.0, ping_interval=1.0,
+        kline_fault_every=4,
     )  # fmt: skip
     args = build_parser().parse_args(["simulate", *opts.to_cli_args()])
     assert options_from_args(args) == opts
+
+
+# ----- klines, book tickers, time units, every kind's faults (issue 20)
+KLINE_KEYS = ["t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B"]
+EIGHT = Decimal("0.00000001")
+
+
+def expected_klines(trades) -> dict[int, dict]:
+    """Klines computed independently with Decimal: per minute of T, by trade id."""
+    minutes: dict[int, list] = {}
+    for t in sorted(trades, key=lambda t: t.id):
+        minutes.setdefault(t.time - t.time % 60_000, []).append(t)
+    out = {}
+    for open_ms, rows in minutes.items():
+        p = [Decimal(format_units(t.price)) for t in rows]
+        q = [Decimal(format_units(t.qty)) for t in rows]
+        buy = [not t.is_buyer_maker for t in rows]
+        pq = [a * b for a, b in zip(p, q, strict=True)]
+
+        def dec(x: Decimal) -> str:
+            return str(x.quantize(EIGHT, rounding=ROUND_HALF_EVEN))
+
+        out[open_ms] = {
+            "o": dec(p[0]), "c": dec(p[-1]), "h": dec(max(p)), "l": dec(min(p)),
+            "v": dec(sum(q)), "q": dec(sum(pq)), "n": len(rows),
+            "V": dec(sum(x for x, b in zip(q, buy, strict=True) if b)),
+            "Q": dec(sum(x for x, b in zip(pq, buy, strict=True) if b)),
+            "f": rows[0].id, "L": rows[-1].id,
+        }  # fmt: skip
+    return out
+
+
+def test_format_quote_rounds_half_even_to_8_decimals():
+    assert format_quote(150_000_000) == "0.00000002"  # 1.5e-8 -> 2e-8
+    assert format_quote(250_000_000) == "0.00000002"  # 2.5e-8 -> 2e-8 (even)
+    assert format_quote(250_000_001) == "0.00000003"
+    assert format_quote(349_999_999) == "0.00000003"
+    assert format_quote(9000001000000 * 200000) == "180.00002000"  # 90000.01 * 0.002
+
+
+def test_klines_are_computed_from_the_trades_incrementally_and_in_one_go(tmp_path):
+    trades, _ = generate(tmp_path, "BTCUSDT", 5, 6000, rate=40.0)  # ~150 s: 3+ minutes
+    expected = expected_klines(trades)
+    first, last = min(expected), max(expected) - 60_000  # the last minute is not complete
+    spec = spec_for("BTCUSDT")
+    builder = KlineBuilder("BTCUSDT", first, 123)
+    closed = []
+    for i in range(0, len(trades), 97):  # batches of any size give the same klines
+        closed += builder.add(trades[i : i + 97])
+    closed += builder.close_until(last + 60_000)
+    in_one_go = klines_between("BTCUSDT", trades, first, last, 123)
+    assert closed == in_one_go and len(closed) == (last - first) // 60_000 + 1 >= 2
+    for k in closed:
+        assert k.values() == expected[k.open_ms]
+        data = json.loads(k.payload(k.open_ms + 60_001, closed=True))
+        assert list(data) == ["e", "E", "s", "k"] and list(data["k"]) == KLINE_KEYS
+        assert (data["k"]["t"], data["k"]["T"], data["k"]["x"]) == (
+            k.open_ms,
+            k.open_ms + 59_999,
+            True,
+        )
+        assert k.rest_row() == [
+            k.open_ms, data["k"]["o"], data["k"]["h"], data["k"]["l"], data["k"]["c"],
+            data["k"]["v"], k.open_ms + 59_999, data["k"]["q"], data["k"]["n"], data["k"]["V"],
+            data["k"]["Q"], "0",
+        ]  # fmt: skip
+    # the open kline holds the trades of the current minute so far
+    assert builder.current.values() == expected[last + 60_000]
+    assert KlineEvent(builder.current, 1, False).payload.count('"x":false') == 1
+    assert spec.tick_units == 10**6
+
+
+def test_a_minute_without_trades_carries_the_previous_close(tmp_path):
+    trades, _ = generate(tmp_path, "ETHUSDT", 2, 4000, rate=30.0)
+    minute = lambda t: t.time - t.time % 60_000  # noqa: E731
+    minutes = sorted({minute(t) for t in trades})
+    quiet = minutes[1]
+    kept = [t for t in trades if minute(t) != quiet]  # a minute where nothing traded
+    before = [t for t in kept if minute(t) < quiet]
+    klines = klines_between("ETHUSDT", kept, minutes[0], minutes[2], 1)
+    empty = next(k for k in klines if k.open_ms == quiet)
+    close = format_units(before[-1].price)
+    assert empty.values() == {
+        "o": close, "h": close, "l": close, "c": close, "v": "0.00000000", "q": "0.00000000",
+        "n": 0, "V": "0.00000000", "Q": "0.00000000", "f": -1, "L": -1,
+    }  # fmt: skip
+    assert klines[-1].values()["o"] == format_units(
+        next(t for t in kept if minute(t) == minutes[2]).price
+    )
+
+
+def test_book_tickers_bracket_each_aggregate_trade_with_consecutive_update_ids(tmp_path):
+    _, aggs = generate(tmp_path, "BNBUSDT", 3, 1000)
+    maker = BookMaker(spec_for("BNBUSDT"), IdStore(tmp_path).sequence("BNBUSDT", "book"))
+    tickers = maker.after(aggs[:600]) + maker.after(aggs[600:])
+    assert len(tickers) == len(aggs)
+    assert [b.update_id for b in tickers] == list(range(FIRST_ID, FIRST_ID + len(aggs)))
+    for agg, book in zip(aggs, tickers, strict=True):
+        assert book.bid < agg.price < book.ask
+        assert book.bid_qty > 0 and book.ask_qty > 0
+        assert book.bid_qty % spec_for("BNBUSDT").step_units == 0
+    data = json.loads(tickers[0].payload)
+    assert list(data) == ["u", "s", "b", "B", "a", "A"]
+    assert data["s"] == "BNBUSDT" and all(isinstance(data[k], str) for k in "bBaA")
+    assert len({b.bid_qty for b in tickers}) > 10  # quantities vary
+    maker.release_ids()
+    assert IdStore(tmp_path).sequence("BNBUSDT", "book").take() == FIRST_ID + len(aggs)
+
+
+def test_microsecond_payloads_rest_and_paths_agree_with_milliseconds(tmp_path):
+    trades, aggs = generate(tmp_path, "BTCUSDT", 1, 500)
+    assert any(t.time_us % 1000 for t in trades)  # sub-millisecond precision is kept
+    for t in trades[:50]:
+        ms, us = json.loads(t.payload), json.loads(t.payload_us)
+        assert us["T"] // 1000 == ms["T"] and us["E"] // 1000 == ms["E"] and us["T"] > MICROS
+        assert {k: v for k, v in us.items() if k not in "ET"} == {
+            k: v for k, v in ms.items() if k not in "ET"
+        }
+    a_ms, a_us = json.loads(aggs[0].payload), json.loads(aggs[0].payload_us)
+    assert (a_us["T"] // 1000, a_us["E"] // 1000) == (a_ms["T"], a_ms["E"])
+    (frame,) = frames.encode_frames([("btcusdt@trade", trades[0].payload, trades[0])], True, True)
+    assert frame[1] == 126  # a 16-bit length follows
+    assert json.loads(frame[4:])["data"] == json.loads(trades[0].payload_us)
+    assert control.micros_from_path("/stream?streams=a@trade&timeUnit=MICROSECOND") is True
+    assert control.micros_from_path("/ws/a@trade?timeUnit=microsecond") is True
+    assert control.micros_from_path("/stream?streams=a@trade") is False
+    assert control.micros_from_path("/stream?streams=a@trade&timeUnit=NANO") is None
+    api = rest_api(tmp_path / "rest")
+    path = f"/api/v3/historicalTrades?symbol=BTCUSDT&fromId={FIRST_ID}&limit=5"
+    ms_rows = body(api.handle(path, "ip"))
+    us_rows = body(api.handle(path, "ip", {"X-MBX-TIME-UNIT": "MICROSECOND"}))
+    assert body(api.handle(path + "&timeUnit=MICROSECOND", "ip")) == us_rows
+    assert [r["time"] // 1000 for r in us_rows] == [r["time"] for r in ms_rows]
+    bad = api.handle(path, "ip", {"x-mbx-time-unit": "SECOND"})
+    assert (bad.status, body(bad)["code"]) == (400, -1100)
+    t_us = us_rows[2]["time"]  # time parameters in µs select by the µs time
+    by_us = body(api.handle(f"/api/v3/aggTrades?symbol=BTCUSDT&startTime={t_us}&limit=3", "ip"))
+    assert by_us and by_us[0]["T"] >= t_us // 1000
+
+
+def rest_with_market(tmp_path: Path, n: int = 6000) -> tuple[RestApi, list, int]:
+    trades, aggs = generate(tmp_path, "BTCUSDT", 5, n, rate=40.0)
+    th, ah = History(100_000), History(100_000)
+    th.extend(trades)
+    ah.extend(aggs)
+    start, horizon = trades[0].time - 5, trades[-1].time + 1
+    api = RestApi(
+        [spec_for("BTCUSDT")], {"BTCUSDT": th}, {"BTCUSDT": ah}, 6000,
+        clock=FakeClock(horizon / 1000), market=lambda s: (start, horizon),
+    )  # fmt: skip
+    return api, trades, horizon
+
+
+def test_rest_klines_are_the_closed_minutes_of_the_trades(tmp_path):
+    api, trades, horizon = rest_with_market(tmp_path)
+    expected = expected_klines(trades)
+    r = api.handle("/api/v3/klines?symbol=BTCUSDT&interval=1m", "ip")
+    rows = body(r)
+    assert r.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+    closed = sorted(m for m in expected if m + 60_000 <= horizon - horizon % 60_000)
+    assert [row[0] for row in rows] == closed  # the open minute is not served
+    for row in rows:
+        e = expected[row[0]]
+        assert row == [row[0], e["o"], e["h"], e["l"], e["c"], e["v"], row[0] + 59_999, e["q"],
+                       e["n"], e["V"], e["Q"], "0"]  # fmt: skip
+    second = closed[1]
+    window = body(api.handle(
+        f"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={second - 1}&limit=1", "ip"
+    ))  # fmt: skip
+    assert [row[0] for row in window] == [second]
+    ended = body(api.handle(f"/api/v3/klines?symbol=BTCUSDT&interval=1m&endTime={second}", "ip"))
+    assert [row[0] for row in ended] == closed[:2]
+    us = body(api.handle(
+        f"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={second * 1000}&limit=1", "ip",
+        {"X-MBX-TIME-UNIT": "MICROSECOND"},
+    ))  # fmt: skip
+    assert us[0][0] == second * 1000 and us[0][6] == (second + 60_000) * 1000 - 1
+    assert us[0][1:6] == window[0][1:6]
+    for path, code in (
+        ("interval=5m", -1120),
+        ("interval=", -1102),
+        ("interval=1m&limit=0", -1130),
+    ):
+        bad = api.handle(f"/api/v3/klines?symbol=BTCUSDT&{path}", "ip")
+        assert (bad.status, body(bad)["code"]) == (400, code)
+
+
+def outbox_run(tmp_path: Path, listening: set[str], **options):
+    """Feed a SymbolFeed's trades through an Outbox in batches (as the server does); returns
+    (events, outbox, trades, aggs)."""
+    settings = make_settings(make_data_dir())
+    opts = SimulatorOptions(symbols=("BTCUSDT",), **options).resolve(settings)
+    trades, aggs = generate(tmp_path, "BTCUSDT", 5, 6000, rate=40.0)
+    history = History(100_000)
+    recorder = Recorder(opts.record) if opts.record else None
+    outbox = Outbox(opts, [spec_for("BTCUSDT")], IdStore(tmp_path / "ids"), {"BTCUSDT": history},
+                    recorder)  # fmt: skip
+    events, a = [], 0
+    for i in range(0, len(trades), 250):
+        batch = trades[i : i + 250]
+        history.extend(batch)
+        batch_aggs = []
+        while a < len(aggs) and aggs[a].last_id <= batch[-1].id:
+            batch_aggs.append(aggs[a])
+            a += 1
+        now = (batch[-1].time + 1) * 1000
+        horizon = lambda s, b=batch: b[-1].time + 1  # noqa: E731
+        events += outbox.batch(batch, {"BTCUSDT": batch_aggs}, {"BTCUSDT": batch}, listening,
+                               horizon, now)  # fmt: skip
+        events += outbox.tick(horizon, now)
+    end = trades[-1].time + 60_000
+    events += outbox.tick(lambda s: end, end * 1000)
+    return events, outbox, trades, aggs
+
+
+def test_kline_fault_alters_exactly_one_field_of_every_nth_closed_kline(tmp_path):
+    record = tmp_path / "rec.jsonl"
+    events, outbox, trades, _ = outbox_run(tmp_path, set(), record=record, kline_fault_every=2)
+    closed = [json.loads(p) for s, p, _ in events if s == "btcusdt@kline_1m" and '"x":true' in p]
+    updates = [json.loads(p) for s, p, _ in events if s == "btcusdt@kline_1m" and '"x":false' in p]
+    true = read_record(record, "kline_1m")
+    faults = read_record(record, "kline_faults")
+    assert len(closed) == len(true) >= 3 and updates  # open updates every 2 s as well
+    expected = expected_klines(trades)
+    for n, (sent, real) in enumerate(zip(closed, true, strict=True), start=1):
+        k, r = sent["k"], real["k"]
+        assert r["t"] == k["t"] and r["x"] is True
+        if r["n"]:  # the true values are the trades' (the first minute may be partial)
+            want = expected[r["t"]]
+            assert r["n"] <= want["n"] and r["L"] == want["L"]
+            if r["f"] == want["f"]:
+                assert {key: r[key] for key in want} == want
+        differing = [key for key in r if r[key] != k[key]]
+        if n % 2:
+            assert differing == []
+        else:
+            (key,) = differing
+            assert {"s": "BTCUSDT", "t": r["t"], "field": key, "true": r[key], "sent": k[key]} in (
+                faults
+            )
+    assert [f["field"] for f in faults] == ["o", "h", "l", "c", "v", "q", "n", "V", "Q", "f", "L"][
+        : len(faults)
+    ]
+    assert outbox.stats()["kline_1m"]["generated"] == len(true)
+
+
+def test_faults_apply_to_every_stream_kind(tmp_path):
+    listening = {"btcusdt@trade", "btcusdt@aggTrade", "btcusdt@bookTicker", "btcusdt@kline_1m"}
+    events, outbox, _, aggs = outbox_run(
+        tmp_path, listening, skip_ids=2, skip_every=20, malformed_every=25
+    )
+    by_stream: dict[str, list[str]] = {}
+    for stream, payload, _ in events:
+        by_stream.setdefault(stream, []).append(payload)
+    stats = outbox.stats()
+    for stream, id_key in (("btcusdt@aggTrade", "a"), ("btcusdt@bookTicker", "u")):
+        kind = stream.split("@")[1]
+        good, bad = [], 0
+        for payload in by_stream[stream]:
+            try:
+                data = json.loads(payload)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if id_key in data:
+                good.append(data[id_key])
+            else:
+                bad += 1
+        gaps = [b - a - 1 for a, b in itertools.pairwise(good) if b != a + 1]
+        assert gaps and set(gaps) == {2}, kind  # runs of 2 ids held back
+        held = [
+            i for _, first, last in stats[kind]["skipped_ranges"] for i in range(first, last + 1)
+        ]
+        assert len(held) == stats[kind]["skipped"] and not set(held) & set(good)
+        assert sorted(good + held) == list(range(good[0], good[0] + len(good) + len(held)))
+        assert bad == stats[kind]["malformed"] > 0
+    assert stats["aggTrade"]["generated"] == len(aggs)
+    assert stats["bookTicker"]["generated"] == len(aggs)

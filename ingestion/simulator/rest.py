@@ -106,7 +106,9 @@ class RestApi:
         self.rejected_429 = 0
         self.rejected_418 = 0
 
-    def handle(self, path: str, ip: str, headers: Mapping[str, str] | None = None) -> RestResponse:
+    def handle(
+        self, path: str, ip: str, request_headers: Mapping[str, str] | None = None
+    ) -> RestResponse:
         """Answer one GET ``path`` (with its query) from ``ip``."""
         self.requests += 1
         url = urlsplit(path)
@@ -135,7 +137,7 @@ class RestApi:
                 )
             return _json(status, {"code": -1003, "msg": msg}, headers)
         try:
-            self._micros = _time_unit(query, headers or {})
+            self._micros = _time_unit(query, request_headers or {})
             body = getattr(self, "_" + route.rsplit("/", 1)[1])(query)
         except ApiError as e:
             return _json(e.status, {"code": e.code, "msg": e.msg}, headers)
