@@ -273,3 +273,16 @@ def test_live_page_and_grafana_summaries_read_reconciliation(settings, unique):
     assert by_status["mismatch"][1] >= 1 and "trades" in by_status["mismatch"][3]
     assert [r[0] for r in panel] == list(by_status), label
     assert dict((r[0], r[1]) for r in panel)["mismatch"] >= 1
+
+
+def test_kline_minutes_are_the_closed_1m_klines_in_utc():
+    import pyarrow as pa
+
+    t = at(HOUR_MS)
+    table = pa.table({
+        "symbol": ["A", "A", "B", "C"], "interval": ["1m", "1m", "5m", "1m"],
+        "open_time": pa.array([t.replace(tzinfo=None)] * 4, pa.timestamp("us")),
+        "is_closed": [True, False, True, True],
+    })  # fmt: skip
+    assert kline_minutes(table) == [("A", t), ("C", t)]
+    assert kline_minutes(table.to_pylist()[:1]) == [("A", t)]

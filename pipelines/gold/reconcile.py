@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -60,8 +60,15 @@ def kline_minutes(klines: pa.Table | Iterable[Mapping[str, Any]]) -> list[tuple[
     symbol, interval, open_time, is_closed): the exchange's minutes a batch brought."""
     rows = klines.to_pylist() if isinstance(klines, pa.Table) else klines
     return [
-        (r["symbol"], r["open_time"]) for r in rows if r["interval"] == MINUTE and r["is_closed"]
+        (r["symbol"], _utc(r["open_time"]))
+        for r in rows
+        if r["interval"] == MINUTE and r["is_closed"]
     ]
+
+
+def _utc(ts: datetime) -> datetime:
+    """An aware datetime; a naive one (an Arrow timestamp without zone) is UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def _text(value: Any) -> str:
