@@ -1,6 +1,8 @@
 """The one WebSocket connection supervisor: backoff, watchdog, rotation, serverShutdown.
 
-``Supervisor.run`` keeps exactly one *primary* session reading the combined stream:
+Ingestion subscribes to every stream of every symbol of the chosen kinds, at most 1024 streams
+per combined connection (``stream_urls``); one ``Supervisor`` per URL. ``Supervisor.run``
+keeps exactly one *primary* session reading its combined stream:
 
 * a session that fails to connect or drops is replaced after an exponential backoff with
   jitter (reset once a session delivered a frame); unreachable endpoints are logged clearly
@@ -27,7 +29,7 @@ import socket
 import time
 import urllib.error
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.streams import subscriptions
 from ingestion.frames import Frame
 from ingestion.status import CONNECTED, DISCONNECTED, IngestStats
 
@@ -60,10 +63,19 @@ def open_connection(url: str) -> AbstractAsyncContextManager[ClientConnection]:
     )
 
 
-def combined_stream_url(base: str, symbols: list[str]) -> str:
-    """``<base>/stream?streams=btcusdt@trade/ethusdt@trade``."""
-    streams = "/".join(f"{s.lower()}@trade" for s in symbols)
-    return f"{base.rstrip('/')}/stream?streams={streams}"
+def combined_stream_url(base: str, streams: Sequence[str], time_unit: str = "MILLISECOND") -> str:
+    """``<base>/stream?streams=btcusdt@trade/btcusdt@aggTrade``, plus ``&timeUnit=MICROSECOND``
+    when times are asked in µs (milliseconds are Binance's default: nothing is added)."""
+    url = f"{base.rstrip('/')}/stream?streams={'/'.join(streams)}"
+    return url if time_unit == "MILLISECOND" else f"{url}&timeUnit={time_unit}"
+
+
+def stream_urls(settings: Settings) -> list[str]:
+    """The combined-stream URL of each connection: every stream of every symbol of the chosen
+    kinds, at most 1024 streams per connection (``cryptoflow.core.streams.subscriptions``)."""
+    subs = subscriptions(settings.symbols, settings.stream_kinds)
+    return [combined_stream_url(settings.ws_url, sub.streams, settings.binance_time_unit)
+            for sub in subs]  # fmt: skip
 
 
 def backoff_delays(initial: float, maximum: float, rng: random.Random | None = None):
@@ -188,15 +200,16 @@ class Supervisor:
         stop: asyncio.Event,
         url: str | None = None,
         connector: Connector = open_connection,
+        ids: Iterator[int] | None = None,
     ) -> None:
         self.settings = settings
         self.connector = connector
         self.handler = handler
         self.stats = stats
         self.stop = stop
-        self.url = url or combined_stream_url(settings.ws_url, settings.symbols)
+        self.url = url or stream_urls(settings)[0]
         self.limiter = SendLimiter(settings.ws_max_messages_per_s)
-        self._ids = itertools.count(1)
+        self._ids = ids or itertools.count(1)  # shared by the supervisors of one run: c1, c2...
         self._rotate = asyncio.Event()
         self._rotating_from: Session | None = None
         self.primary: Session | None = None

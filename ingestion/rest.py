@@ -1,4 +1,9 @@
-"""Binance REST for backfill: request-weight budget, and 429 / 418 answered with Retry-After."""
+"""Binance REST for backfill: request-weight budget, and 429 / 418 answered with Retry-After.
+
+One client (one budget) serves every stream kind's backfill. With
+``CRYPTOFLOW_BINANCE_TIME_UNIT=MICROSECOND`` every request carries Binance's
+``X-MBX-TIME-UNIT: MICROSECOND`` header, so REST times come in the unit the streams use.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,14 @@ from collections.abc import Callable
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import CryptoflowError
+from ingestion.endpoints import Endpoint, endpoints
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = (429, 418)
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+TIME_UNIT_HEADER = "X-MBX-TIME-UNIT"
+DEFAULT_TIME_UNIT = "MILLISECOND"
 
 
 class RestError(CryptoflowError):
@@ -62,6 +70,17 @@ class BinanceRest:
         self.attempts = attempts
         self.budget = WeightBudget(settings.rest_weight_per_minute)
         self.throttled = 0  # 429 / 418 answers received
+        unit = settings.binance_time_unit
+        self.headers = {TIME_UNIT_HEADER: unit} if unit != DEFAULT_TIME_UNIT else {}
+        self.endpoints = endpoints(settings.rest_historical_trades_weight)
+
+    def rows(self, endpoint: Endpoint, symbol: str, first: int, last: int, step: int) -> list:
+        """One page of ``endpoint``'s rows of ``symbol`` from id ``first`` (up to ``last``)."""
+        params = endpoint.params(symbol, first, last, step)
+        result = self.get(endpoint.path, params, endpoint.weight)
+        if not isinstance(result, list):
+            raise RestError(f"{endpoint.name} for {symbol} returned {type(result).__name__}")
+        return result
 
     def historical_trades(self, symbol: str, from_id: int, limit: int = 1000) -> list[dict]:
         """``GET /api/v3/historicalTrades``: up to ``limit`` trades with id >= ``from_id``."""
@@ -80,7 +99,8 @@ class BinanceRest:
         for attempt in range(1, self.attempts + 1):
             self._sleep(self.budget.wait_seconds(weight))
             try:
-                with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                request = urllib.request.Request(url, headers=self.headers)
+                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                     self.budget.spend(weight, _int_header(resp.headers.get(USED_WEIGHT_HEADER)))
                     return json.loads(resp.read())
             except urllib.error.HTTPError as e:

@@ -1,4 +1,5 @@
-"""Where to resume: the highest trade id per symbol that already reached the raw topic."""
+"""Where to resume: per stream kind, the highest continuity id per symbol that already reached
+the kind's raw topic (trade ids, aggregate ids, closed klines' open times, update ids)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicParti
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import ServiceError
+from cryptoflow.core.streams import StreamKind
 from ingestion.frames import INVALID_HEADER, classify
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,17 @@ def murmur2_partition(key: bytes, partitions: int) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
-def last_trade_ids(
-    settings: Settings, sources: tuple[str, ...], symbols: list[str] | None = None
+def last_ids(
+    settings: Settings,
+    kind: StreamKind,
+    sources: tuple[str, ...],
+    symbols: list[str] | None = None,
 ) -> dict[str, int]:
-    """Scan each symbol's partition backwards from its end until the symbol was seen (or
-    ``resume_scan_messages`` were read) and return the highest trade id per symbol among
-    frames whose ``source`` header is in ``sources``."""
+    """Scan each symbol's partition of ``kind``'s topic backwards from its end until the
+    symbol was seen (or ``resume_scan_messages`` were read) and return the highest id per
+    symbol among valid frames of ``kind`` whose ``source`` header is in ``sources``."""
     wanted = set(symbols or settings.symbols)
-    topic = settings.kafka_topic
+    topic = settings.topic(kind)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
@@ -75,7 +80,7 @@ def last_trade_ids(
             end, scanned = high, 0
             while end > low and scanned < settings.resume_scan_messages:
                 start = max(low, end - WINDOW)
-                seen = _scan(consumer, topic, partition, start, end, sources)
+                seen = _scan(consumer, kind, topic, partition, start, end, sources)
                 for sym, tid in seen.items():
                     found[sym] = max(found.get(sym, tid), tid)
                 scanned += end - start
@@ -86,14 +91,20 @@ def last_trade_ids(
         raise ServiceError(f"cannot read {topic} to resume: {e}") from e
     finally:
         consumer.close()
-    log.info("resume from topic=%s last_ids=%s", topic, found or "{} (empty)")
+    log.info("resume from topic=%s kind=%s last_ids=%s", topic, kind.name, found or "{} (empty)")
     return found
 
 
 def _scan(
-    consumer: Consumer, topic: str, partition: int, start: int, end: int, sources: tuple
+    consumer: Consumer,
+    kind: StreamKind,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    sources: tuple,
 ) -> dict[str, int]:
-    """Highest trade id per symbol in offsets [start, end) of one partition."""
+    """Highest id of ``kind`` per symbol in offsets [start, end) of one partition."""
     consumer.assign([TopicPartition(topic, partition, start)])
     best: dict[str, int] = {}
     wanted_sources = {s.encode() for s in sources}
@@ -126,9 +137,9 @@ def _scan(
             headers = dict(msg.headers() or [])
             if INVALID_HEADER in headers or headers.get("source") not in wanted_sources:
                 continue
-            frame = classify(msg.value() or b"")  # no value (a tombstone): not a trade
-            if frame.symbol is None or frame.trade_id is None:
+            frame = classify(msg.value() or b"")  # no value (a tombstone): no frame
+            if frame.kind is not kind or frame.symbol is None or frame.record_id is None:
                 continue
-            if frame.trade_id > best.get(frame.symbol, -1):
-                best[frame.symbol] = frame.trade_id
+            if frame.record_id > best.get(frame.symbol, -1):
+                best[frame.symbol] = frame.record_id
     return best

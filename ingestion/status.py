@@ -23,6 +23,29 @@ CONNECTING, CONNECTED, DISCONNECTED, REPLAYING, STOPPED = (
 
 
 @dataclass
+class KindStats:
+    """Counters of one stream kind (``IngestStats.kinds``): frames received and continuity.
+
+    ``gaps_found`` / ``ids_missing`` / ``ids_filled`` / ``ids_unfillable`` are gaps that REST
+    fills (or cannot); ``gaps_counted`` / ``ids_skipped`` are gaps of kinds without a backfill
+    endpoint, only counted. An id is a record id in the kind's own terms (trade id, aggregate
+    id, kline open time step, update id)."""
+
+    frames: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    gaps_found: int = 0
+    ids_missing: int = 0
+    ids_filled: int = 0
+    ids_unfillable: int = 0
+    gaps_counted: int = 0
+    ids_skipped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
 class IngestStats:
     """Counters shared by the reader, the producer callbacks and the backfiller.
 
@@ -44,7 +67,12 @@ class IngestStats:
     delivery_lag_ms: float = 0.0  # last delivery's produce -> ack latency
     backpressure_waits: int = 0  # times the reader waited for buffer space
     undelivered: int = 0  # frames still buffered when ingestion stopped (flush timed out)
+    gaps_counted: int = 0  # gaps of kinds without backfill (book ticker update ids): counted
+    # the primary (first registry) kind's last id per symbol: trade ids, as the status line
+    # always showed them; every kind's are in ``last_ids``
     last_trade_id: dict[str, int] = field(default_factory=dict)
+    last_ids: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> symbol -> id
+    kinds: dict[str, KindStats] = field(default_factory=dict)  # per stream kind (name)
     started: float = field(default_factory=time.monotonic)
     # The exchange connection, for status views (set by ingestion/connection.py)
     connection: str = CONNECTING
@@ -54,9 +82,20 @@ class IngestStats:
     problem: str | None = None  # connection_problem() of that error: unreachable, restricted
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: int = 1, kind: str | None = None) -> None:
+        """Add ``n`` to a counter (and to ``kind``'s counter of the same name, if given)."""
         with self.lock:
             setattr(self, name, getattr(self, name) + n)
+            if kind is not None:
+                counts = self.kind(kind)
+                setattr(counts, name, getattr(counts, name) + n)
+
+    def kind(self, name: str) -> KindStats:
+        """The counters of stream kind ``name`` (created empty on first use)."""
+        counts = self.kinds.get(name)
+        if counts is None:
+            counts = self.kinds[name] = KindStats()
+        return counts
 
 
 class StatusLine:
@@ -76,17 +115,19 @@ class StatusLine:
         rate = (s.frames - self._last_frames) / max(now - self._last_time, 1e-6)
         self._last_frames, self._last_time = s.frames, now
         ids = " ".join(f"{k}={v}" for k, v in sorted(s.last_trade_id.items())) or "-"
+        kinds = " ".join(f"{k}={c.frames}" for k, c in s.kinds.items())
         return (
             f"frames/s={rate:.0f} frames={s.frames} delivered={s.delivered} buffered={buffered} "
             f"lag_ms={s.delivery_lag_ms:.0f} last_id[{ids}] gaps={s.gaps_found} "
             f"filled={s.ids_filled} unfillable={s.ids_unfillable} open={s.gaps_open} "
             f"dups={s.duplicates} invalid={s.invalid} reconnects={s.reconnects}"
+            + (f" counted={s.gaps_counted} kinds[{kinds}]" if kinds else "")
         )
 
 
 def ingest_status_path(settings: Settings) -> Path:
-    """The status file of ingestion into ``settings.kafka_topic`` (one per topic, so runs on
-    one data directory with different topics do not mix)."""
+    """The status file of ingestion (named after its trade topic, ``settings.kafka_topic``:
+    one per topic prefix, so runs on one data directory with different topics do not mix)."""
     return settings.data_dir.resolve() / "run" / f"ingest-{settings.kafka_topic}.json"
 
 
@@ -114,6 +155,8 @@ def status_record(stats: IngestStats, buffered: int, frames_per_s: float) -> dic
         "duplicates": s.duplicates,
         "invalid": s.invalid,
         "reconnects": s.reconnects,
+        "gaps_counted": s.gaps_counted,
+        "kinds": {name: counts.as_dict() for name, counts in list(s.kinds.items())},
     }
 
 

@@ -34,14 +34,14 @@ GOOD = (
 
 def test_fast_path_recognises_binance_trade():
     f = classify(GOOD)
-    assert (f.key, f.symbol, f.trade_id, f.invalid) == (b"BTCUSDT", "BTCUSDT", 12345, None)
+    assert (f.key, f.symbol, f.record_id, f.invalid) == (b"BTCUSDT", "BTCUSDT", 12345, None)
 
 
 def test_slow_path_accepts_other_spacing_and_order():
     doc = json.loads(GOOD)
     doc["data"] = dict(reversed(list(doc["data"].items())))
     f = classify(json.dumps(doc).encode())
-    assert (f.symbol, f.trade_id, f.invalid) == ("BTCUSDT", 12345, None)
+    assert (f.symbol, f.record_id, f.invalid) == ("BTCUSDT", 12345, None)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_invalid_frames_name_the_reason_and_keep_a_key(raw, reason, key):
     f = classify(raw)
     assert f.invalid == reason
     assert f.key == key
-    assert f.trade_id is None
+    assert f.record_id is None
 
 
 def test_server_shutdown_event_is_recognised():
@@ -121,7 +121,7 @@ def test_trade_frame_is_binance_shape():
             "M": True,
         },
     }
-    assert classify(rest_trade_frame("ETHUSDT", rest)).trade_id == 7
+    assert classify(rest_trade_frame("ETHUSDT", rest)).record_id == 7
 
 
 def test_gap_tracker_finds_gaps_and_duplicates():
@@ -192,8 +192,11 @@ def test_weight_budget_waits_for_next_minute():
 
 
 def test_combined_stream_url():
-    assert combined_stream_url("ws://h:1/", ["BTCUSDT", "ETHUSDT"]) == (
-        "ws://h:1/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert combined_stream_url("ws://h:1/", ["btcusdt@trade", "ethusdt@aggTrade"]) == (
+        "ws://h:1/stream?streams=btcusdt@trade/ethusdt@aggTrade"
+    )
+    assert combined_stream_url("ws://h:1", ["btcusdt@trade"], "MICROSECOND") == (
+        "ws://h:1/stream?streams=btcusdt@trade&timeUnit=MICROSECOND"
     )
 
 

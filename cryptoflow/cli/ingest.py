@@ -14,15 +14,18 @@ from cryptoflow.core.signals import SignalStop
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
-        help="stream trade frames from Binance, the simulator or CSV files into Kafka",
+        help="stream exchange frames from Binance, the simulator or CSV files into Kafka",
         description=(
-            "Read the combined @trade stream of CRYPTOFLOW_SYMBOLS (from Binance, or from the "
-            "simulator started with `cryptoflow simulate`), or replay Binance public-data "
-            "trade files, and produce every frame unchanged to the topic of its stream kind (key = "
-            "symbol, timestamp = receive time). Reconnects with backoff, fills trade-id gaps "
-            "from REST (recording what cannot be filled in <topic>.gaps), resumes from the last "
-            "trade id in Kafka, and prints a status line every CRYPTOFLOW_STATUS_INTERVAL_S "
-            "seconds. Ctrl-C stops cleanly after flushing the producer."
+            "Read the combined streams of CRYPTOFLOW_STREAMS (trade, aggTrade, kline_1m, "
+            "bookTicker) of CRYPTOFLOW_SYMBOLS (from Binance, or from the simulator started "
+            "with `cryptoflow simulate`), or replay Binance public-data trade files, and "
+            "produce every frame unchanged to the topic of its stream kind, "
+            "<CRYPTOFLOW_KAFKA_TOPIC_PREFIX>.<kind>.raw (key = symbol, timestamp = receive "
+            "time). Reconnects with backoff, fills gaps in trade ids, aggregate ids and closed "
+            "klines from REST (recording what cannot be filled, and counting book ticker "
+            "update-id gaps, in <prefix>.gaps), resumes from the last id of each kind in Kafka, "
+            "and prints a status line every CRYPTOFLOW_STATUS_INTERVAL_S seconds. Ctrl-C stops "
+            "cleanly after flushing the producer."
         ),
     )
     p.add_argument(
