@@ -64,8 +64,8 @@ def setup_steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callabl
         return detail + (f"; logins {', '.join(logins)}" if logins else "")
 
     def topic() -> str:
-        created = kafka.ensure_topic(s)
-        return f"{s.kafka_topic} {'created' if created else 'exists'}"
+        created = kafka.ensure_topics(s)
+        return ", ".join(f"{t} {'created' if t in created else 'exists'}" for t in s.topics)
 
     steps = [
         ("java", lambda: java_binary()),

@@ -206,6 +206,14 @@ def healthy(s: Settings, timeout: float = 5.0) -> bool:
         return False
 
 
+def ensure_topics(s: Settings, extra: dict[str, int] | None = None) -> list[str]:
+    """Create the raw topic of every chosen stream kind (``s.topics``, configured partitions
+    and retention), and ``extra`` topics (name -> partitions), where absent. Returns the
+    topics created."""
+    wanted = {t: s.kafka_partitions for t in s.topics} | dict(extra or {})
+    return [t for t, n in wanted.items() if ensure_topic(s, t, partitions=n)]
+
+
 def ensure_topic(s: Settings, topic: str | None = None, partitions: int | None = None) -> bool:
     """Create the topic (configured partitions and retention) if absent. True when created."""
     topic = topic or s.kafka_topic
