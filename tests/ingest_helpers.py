@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.services import kafka
-from ingestion.frames import INVALID_HEADER, rest_trade_frame
+from cryptoflow.core.streams import StreamKind
+from ingestion.frames import INVALID_HEADER, classify, rest_trade_frame
 from ingestion.producer import FrameProducer
 from ingestion.runner import run_ingestion
 from ingestion.simulator.record import read_record
@@ -110,6 +111,22 @@ def trade_ids(records: list[Record]) -> list[tuple[str, int]]:
     return out
 
 
+def kind_ids(records: list[Record], kind: StreamKind) -> list[tuple[str, int]]:
+    """(symbol, continuity id) of every valid frame of ``kind`` that counts (closed klines),
+    in read order (duplicates kept)."""
+    out = []
+    for r in records:
+        f = classify(r.value)
+        if r.invalid is None and f.kind is kind and f.symbol and f.record_id is not None:
+            out.append((f.symbol, f.record_id))
+    return out
+
+
+def read_topics(settings: Settings) -> dict[str, list[Record]]:
+    """Every record of every chosen kind's topic, by topic."""
+    return {topic: read_topic(settings, topic) for topic in settings.topics}
+
+
 def write_trade_file(
     path: Path, rows: list[tuple], header: bool = False, extra_lines: list[str] = ()
 ) -> Path:
@@ -159,6 +176,10 @@ class IngestThread:
         if self.error:
             raise self.error
         return st.gaps_open == 0 and all(st.last_trade_id.get(k) == v for k, v in last.items())
+
+    def counts(self, kind: str):
+        """The counters of stream kind ``kind`` (``IngestStats.kinds``)."""
+        return self.stats.kind(kind)
 
 
 @contextlib.contextmanager

@@ -1,12 +1,18 @@
-"""Ingestion against the simulator and the real broker: faults, outages, crashes, malformed."""
+"""Ingestion against the simulator and the real broker: faults, outages, crashes, malformed;
+every stream kind to its own topic."""
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import urllib.request
 
 import pytest
 
+from cryptoflow.core.streams import AGG_TRADE, KINDS, MICROS_FROM, TRADE
+from ingestion.backfill import gaps_topic
+from ingestion.frames import classify
 from ingestion.resume import murmur2_partition
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.runner import run_simulator_in_thread
@@ -14,7 +20,9 @@ from tests.conftest import free_port, wait_until
 from tests.ingest_helpers import (
     client,
     ingesting,
+    kind_ids,
     read_topic,
+    read_topics,
     recorded_ids,
     seed_resume_point,
     trade_ids,
@@ -60,15 +68,17 @@ def test_drops_skips_and_shutdown_lose_nothing(settings, unique, tmp_path):
         sim_stats = sim.stats()
         want = recorded_upto(record, stats.last_trade_id)
 
-    records = read_topic(s, s.kafka_topic)
+    topics = read_topics(s)  # every kind streams meanwhile, each into its own topic
+    records = topics[s.kafka_topic]
     got = [k for k in trade_ids(records) if k not in seeded]
     assert set(got) == want
     assert sim_stats["trades_skipped"] > 0 and sim_stats["connections_dropped"] > 0
-    assert stats.ids_filled >= sim_stats["trades_skipped"]
+    trades = stats.kind("trade")
+    assert trades.ids_filled >= sim_stats["trades_skipped"]
     assert stats.ids_unfillable == 0
     # duplicates: exactly the counted ones, each delivered by two different connections
     counts = collections.Counter(got)
-    assert sum(n - 1 for n in counts.values()) == stats.duplicates
+    assert sum(n - 1 for n in counts.values()) == trades.duplicates
     by_conn = collections.defaultdict(set)
     for r in records:
         t = r.trade()
@@ -76,9 +86,9 @@ def test_drops_skips_and_shutdown_lose_nothing(settings, unique, tmp_path):
             by_conn[(t["s"], t["t"])].add(r.headers["connection"])
     assert all(len(by_conn[k]) == n for k, n in counts.items() if n > 1)
     # malformed frames are in Kafka, flagged and counted
-    flagged = [r for r in records if r.invalid]
+    flagged = [r for recs in topics.values() for r in recs if r.invalid]
     assert stats.invalid == len(flagged) > 0
-    reasons = collections.Counter(r.invalid.split(":")[0] for r in flagged)
+    reasons = collections.Counter(r.invalid.split(":")[0] for r in records if r.invalid)
     assert set(reasons) <= {"invalid JSON", "not a trade", "missing field t"}, reasons
     assert {r.headers["source"] for r in records} == {b"simulator", b"backfill"}
     assert all(r.partition == murmur2_partition(r.key, 3) for r in records)
@@ -96,7 +106,8 @@ def test_malformed_frames_are_flagged_and_pings_answered(settings, unique, tmp_p
         pong_timeout=2.0,
     )
     with run_simulator_in_thread(settings, opts) as sim:
-        s = client(sim, settings, unique, gap_probe_idle_s=2)
+        # trades alone: one malformed frame follows every 5th trade streamed
+        s = client(sim, settings, unique, gap_probe_idle_s=2, streams="trade")
         seeded = seed_resume_point(sim, s)
         with ingesting(s) as ing:
             wait_until(lambda: live_frames(ing) > 400, 60, what="live frames for 4+ s")
@@ -142,7 +153,8 @@ def test_rotation_overlaps_connections_and_counts_duplicates(settings, unique, t
     got = [k for k in trade_ids(read_topic(s, s.kafka_topic)) if k not in seeded]
     assert set(got) == want
     assert stats.reconnects >= 2 and sim_stats["connections_total"] >= 3
-    assert len(got) - len(set(got)) == stats.duplicates > 0  # the overlaps' duplicates
+    assert len(got) - len(set(got)) == stats.kind("trade").duplicates > 0  # the overlaps'
+    assert stats.duplicates >= stats.kind("trade").duplicates  # other kinds' overlaps too
 
 
 def test_stalled_connection_is_replaced(settings, unique):
@@ -189,3 +201,82 @@ def test_unreachable_exchange_is_reported_and_retried(settings, unique):
     assert len(failures) >= 3
     assert f"ws://127.0.0.1:{port}/stream?streams=" in failures[0]
     assert "reconnecting in" in failures[0] and "(attempt 1)" in failures[0]
+
+
+def _rest_agg_ids(sim, symbol: str, first: int, last: int) -> set[int]:
+    """The simulator's aggregate ids of ``symbol`` in ``first..last``, from its REST."""
+    ids: set[int] = set()
+    start = first
+    while start <= last:
+        url = f"{sim.rest_url}/api/v3/aggTrades?symbol={symbol}&fromId={start}&limit=1000"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            page = [a["a"] for a in json.loads(r.read()) if a["a"] <= last]
+        if not page:
+            break
+        ids.update(page)
+        start = max(page) + 1
+    return ids
+
+
+def test_every_kind_to_its_topic_in_microseconds_gaps_filled_or_counted(settings, unique, tmp_path):
+    """All four streams of three symbols on one connection that the simulator drops, with
+    records of every kind held back and malformed frames: each frame lands in its kind's
+    topic; trades and aggregate trades lose nothing (REST fills, in µs like the stream); book
+    ticker gaps are counted and recorded; times are in µs (timeUnit=MICROSECOND)."""
+    record = tmp_path / "record.jsonl"
+    opts = SimulatorOptions(port=0, seed=9, rate=150, record=record, drop_every=2.0,
+                            skip_ids=3, skip_every=80, malformed_every=60)  # fmt: skip
+    with run_simulator_in_thread(settings, opts) as sim:
+        s = client(sim, settings, unique, binance_time_unit="MICROSECOND", gap_probe_idle_s=2)
+        assert s.stream_kinds == list(KINDS.values())
+        seeded = seed_resume_point(sim, s)
+        with ingesting(s) as ing:
+            wait_until(
+                lambda: (
+                    ing.stats.reconnects >= 3
+                    and ing.counts("aggTrade").ids_filled > 0
+                    and ing.counts("bookTicker").gaps_counted > 0
+                    and ing.counts("kline_1m").frames > 0
+                ),
+                120,
+                what="drops, filled aggTrade gaps, counted bookTicker gaps, klines",
+            )
+        stats = ing.finish()
+        want = recorded_upto(record, stats.last_trade_id)
+        topics = read_topics(s)
+        aggs = kind_ids(topics[s.topic(AGG_TRADE)], AGG_TRADE)
+        agg_want = set()
+        for sym, last in stats.last_ids["aggTrade"].items():
+            first = min(a for x, a in aggs if x == sym)
+            agg_want |= {(sym, a) for a in _rest_agg_ids(sim, sym, first, last)}
+        gap_records = [json.loads(r.value) for r in read_topic(s, gaps_topic(s))]
+
+    assert {k for k in trade_ids(topics[s.kafka_topic]) if k not in seeded} == want
+    assert set(aggs) == agg_want
+    agg = stats.kind("aggTrade")
+    assert agg.ids_filled > 0 and agg.ids_unfillable == 0
+    assert len(aggs) - len(set(aggs)) == agg.duplicates
+    for kind in s.stream_kinds:  # each topic holds its kind's frames, keyed by symbol
+        records = topics[s.topic(kind)]
+        valid = [r for r in records if not r.invalid]
+        assert valid and all(classify(r.value).kind is kind for r in valid), kind.name
+        assert {r.key for r in valid} == {x.encode() for x in s.symbols}
+        assert stats.kind(kind.name).frames >= len([r for r in valid if r.headers["source"]
+                                                    == b"simulator"])  # fmt: skip
+    assert stats.invalid == sum(1 for recs in topics.values() for r in recs if r.invalid) > 0
+    # microseconds everywhere, backfilled frames included
+    for kind in (TRADE, AGG_TRADE):
+        payloads = [
+            (r.headers["source"], json.loads(r.value)["data"])
+            for r in topics[s.topic(kind)]
+            if not r.invalid and r.headers["connection"] != b"seed"
+        ]
+        assert {src for src, _ in payloads} == {b"simulator", b"backfill"}, kind.name
+        assert all(p["T"] >= MICROS_FROM and p["E"] >= MICROS_FROM for _, p in payloads)
+    # gap outcomes: fills per kind, book ticker gaps counted only
+    filled = collections.Counter(g["kind"] for g in gap_records if not g.get("counted_only"))
+    assert filled["trade"] > 0 and filled["aggTrade"] > 0 and "bookTicker" not in filled
+    counted = [g for g in gap_records if g.get("counted_only")]
+    assert {g["kind"] for g in counted} == {"bookTicker"}
+    assert sum(g["gaps"] for g in counted) == stats.kind("bookTicker").gaps_counted
+    assert sum(g["missing"] for g in counted) == stats.kind("bookTicker").ids_skipped
