@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from cryptoflow.console.status import StageStatus, kind_frames, plain_line
 from cryptoflow.core.config import Settings
 from cryptoflow.core.streams import AGG_TRADE, BOOK_TICKER, KINDS, KLINE_1M, TRADE
 from ingestion.connection import stream_urls
@@ -165,3 +166,8 @@ def test_status_has_counts_per_kind():
     assert record["gaps_found"] == 1 and record["gaps_counted"] == 1
     assert record["kinds"]["aggTrade"]["gaps_found"] == 1
     assert record["kinds"]["trade"]["frames"] == 5
+    # what the console shows of it
+    row = StageStatus("ingest", "connected", counters={"frames": 5})
+    row.kinds = kind_frames(record)
+    assert plain_line(row) == "ingest: running frames=5 kinds[trade=5 aggTrade=0 bookTicker=0]"
+    assert kind_frames({"frames": 5}) == {}  # a status file of an older ingestion

@@ -60,6 +60,7 @@ class StageStatus:
     gaps_found: int | None = None
     gaps_filled: int | None = None  # trade ids filled from REST
     counters: dict[str, object] = field(default_factory=dict)  # key=value of the plain line
+    kinds: dict[str, int] = field(default_factory=dict)  # ingest: frames per stream kind
 
 
 @dataclass
@@ -102,10 +103,25 @@ def hints(snapshot: Snapshot) -> list[str]:
     return [h for h in found if h]
 
 
+def kind_frames(record: dict) -> dict[str, int]:
+    """Frames per stream kind from ingestion's status file (``status_record``'s ``kinds``)."""
+    kinds = record.get("kinds")
+    if not isinstance(kinds, dict):
+        return {}
+    return {name: int(c.get("frames", 0)) for name, c in kinds.items() if isinstance(c, dict)}
+
+
+def _kinds(stage: StageStatus) -> str:
+    return " ".join(f"{k}={v}" for k, v in stage.kinds.items())
+
+
 def plain_line(stage: StageStatus) -> str:
-    """``ingest: running frames/s=25 ...``, ``ingest: DISCONNECTED since ... last error: ...``."""
+    """``ingest: running frames/s=25 ... kinds[trade=900 aggTrade=600]``, ``ingest:
+    DISCONNECTED since ... last error: ...``."""
     head = RUNNING if stage.state in HEALTHY else describe(stage)
     rest = " ".join(f"{k}={v}" for k, v in stage.counters.items())
+    if stage.kinds:
+        rest += f" kinds[{_kinds(stage)}]"
     return f"{stage.name}: {head} {rest}".rstrip()
 
 
@@ -185,6 +201,9 @@ def render(snapshot: Snapshot, spinner: Spinner | None = None) -> RenderableType
     """The whole view: the table, a line per stage in trouble (what and why), then the
     spinner with what ``up`` is doing, or the footer."""
     parts: list[RenderableType] = [status_table(snapshot.stages)] if snapshot.stages else []
+    for stage in snapshot.stages:
+        if stage.kinds:
+            parts.append(Text(f"{stage.name} frames by kind: {_kinds(stage)}", style="dim"))
     for stage in snapshot.stages:
         if stage.state in TROUBLE:
             parts.append(Text(f"{stage.name}: {describe(stage)}", style="red"))
