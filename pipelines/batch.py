@@ -41,14 +41,15 @@ from cryptoflow.core.config import Settings
 from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import pipeline_dsn
-from cryptoflow.core.streams import StreamKind
+from cryptoflow.core.streams import AGG_TRADE, KLINE_1M, StreamKind
 from pipelines.bronze.transform import bronze_rows
+from pipelines.gold.candles import candle_intervals
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths
 from pipelines.latency import LatencyWindow
 from pipelines.ledger import CommitLedger, created_empty
 from pipelines.ops.batches import latency_percentiles, record_batch
-from pipelines.serve import Served, serve_batch
+from pipelines.serve import Gold, Served, serve_batch
 from pipelines.serving import Rows, UpsertSpec
 from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
 from pipelines.silver.tables import (
@@ -149,7 +150,15 @@ class PipelineBatch:
         self.trades = self.plans[0]
         self.job = job
         self.write_bronze = write_bronze
-        self.lengths = window_lengths(settings.window_seconds)
+        kinds = {p.kind.name for p in self.plans}
+        self.gold = Gold(
+            settings.table_path("gold"),
+            window_lengths(settings.window_seconds),
+            candle_intervals(settings),
+            reconcile_klines=KLINE_1M.name in kinds,
+            check_aggregates=AGG_TRADE.name in kinds,
+            watermark_seconds=settings.watermark_seconds,
+        )
         self._ledger = CommitLedger(app_id)
         self._bronze_ledger = CommitLedger(app_id)  # its own: the bronze thread uses it
         self._high_water_us: int | None = None  # newest trade time of the earlier batches
@@ -188,8 +197,7 @@ class PipelineBatch:
             served = serve_batch(
                 pipeline_dsn(self.settings), app, batch_id, trades.new,
                 [q for part in parts.values() for q in part.quarantined] + unread,
-                self.settings.table_path("gold"), self.lengths,
-                self.settings.mirror_retry_seconds,
+                self.gold, self.settings.mirror_retry_seconds,
                 [(p.spec, parts[p.kind.name].served) for p in self.plans[1:]],
             )  # fmt: skip
             steps.mark("postgres")
@@ -408,7 +416,7 @@ class PipelineBatch:
             json.dumps(failed, separators=(",", ":")),
             json.dumps(warned, separators=(",", ":")),
             steps,
-            others,
+            others + "".join(f" {k}={v}" for k, v in served.reconciled.items()),
             " postgres=already-applied" if served.replayed else "",
         )
 

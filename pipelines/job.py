@@ -25,6 +25,7 @@ from cryptoflow.core.streams import TRADE
 from expectations.rules import row_rules, unique_key_rule
 from pipelines.batch import KindPlan, PipelineBatch
 from pipelines.bronze.source import ensure_bronze_table, kafka_stream
+from pipelines.gold.copy import COPIED, TableCopies, ensure_candle_tables, table_copies
 from pipelines.gold.sync import GoldSync, ensure_gold_table
 from pipelines.gold.transform import window_lengths
 from pipelines.ledger import query_id_reader
@@ -46,7 +47,28 @@ class PipelineQuery(StreamingQuery):
     (not an instance of this class) with the batch function and the gold copier set on it."""
 
     handler: PipelineBatch  # the foreachBatch function: its ``stats``
-    gold: GoldSync  # the copier of folded windows into Delta gold
+    gold: GoldCopies  # the copiers of folded windows, candles and reconciliation into Delta
+
+
+class GoldCopies:
+    """The Delta copies of what the batches fold in PostgreSQL, beside the batches: gold
+    windows (``GoldSync``) and candles and reconciliation (``TableCopies``), started and
+    stopped together."""
+
+    def __init__(self, windows: GoldSync, tables: TableCopies) -> None:
+        self.windows, self.tables = windows, tables
+
+    def start(self) -> GoldCopies:
+        self.windows.start()
+        self.tables.start()
+        return self
+
+    def stop(self, final: bool = True) -> None:
+        """Stop the rounds; ``final``: copy what is left first."""
+        try:
+            self.windows.stop(final)
+        finally:
+            self.tables.stop(final)
 
 
 def ensure_lake(spark: SparkSession, settings: Settings) -> None:
@@ -57,6 +79,8 @@ def ensure_lake(spark: SparkSession, settings: Settings) -> None:
     ensure_bronze_table(spark, paths[0])
     ensure_tables(spark, paths[1], paths[2])
     ensure_gold_table(spark, paths[3])
+    ensure_candle_tables(spark, settings)
+    paths += [settings.table_path(t.name) for t in COPIED]
     others = [k for k in settings.stream_kinds if k is not TRADE]
     for kind in others:
         ensure_silver_table(spark, kind, settings.table_path(kind.entity.lake))
@@ -92,10 +116,12 @@ def validated_records(
     return validated(source, {p.kind.name: p.rules for p in plans}, kinds)
 
 
-def gold_sync(spark: SparkSession, settings: Settings) -> GoldSync:
-    """The copier of folded windows into this lake's Delta gold (not started)."""
+def gold_sync(spark: SparkSession, settings: Settings) -> GoldCopies:
+    """The copiers of this lake's folded windows, candles and reconciliation into Delta
+    (not started)."""
     interval_s = settings.gold_sync_interval_ms / 1000
-    return GoldSync(spark, settings.table_path("gold"), pipeline_dsn(settings), interval_s)
+    windows = GoldSync(spark, settings.table_path("gold"), pipeline_dsn(settings), interval_s)
+    return GoldCopies(windows, table_copies(spark, settings))
 
 
 def run_batches(

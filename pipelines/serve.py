@@ -4,10 +4,13 @@ In one transaction (retried while PostgreSQL is unreachable, ``pipelines.serving
 1. the ledger: if ``applied_batches`` holds (query, batch), the batch was applied before a
    crash and nothing is done again;
 2. the batch's new trades are staged and inserted into ``raw_trades``, and exactly the rows
-   inserted are folded into the windows' sums and ``metrics`` (``pipelines.gold.fold``);
+   inserted are folded into the windows' sums, ``metrics`` and ``candles``
+   (``pipelines.gold.fold``);
 3. the other stream kinds' rows are upserted into their serving tables (``UpsertSpec``);
-4. the rejected records are upserted into ``quarantine`` (first write of a key wins);
-5. the ledger row.
+4. the minutes the batch touched are reconciled with the exchange's klines, and the
+   aggregates with their trades (``pipelines.gold.reconcile``, ``pipelines.gold.aggcheck``);
+5. the rejected records are upserted into ``quarantine`` (first write of a key wins);
+6. the ledger row.
 A reader therefore never sees a window whose trades are not in raw_trades, nor the reverse.
 """
 
@@ -18,10 +21,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2.extensions
+import pyarrow as pa
 
-from pipelines.gold.fold import fold_trades
+from cryptoflow.core.streams import AGG_TRADE, KLINE_1M
+from pipelines.gold.aggcheck import check_aggregates
+from pipelines.gold.candles import CandleInterval
+from pipelines.gold.fold import Folded, fold_batch
+from pipelines.gold.reconcile import kline_minutes, reconcile
 from pipelines.serving import Rows, UpsertSpec, copy_upsert, in_transaction, stage_rows
 from pipelines.silver.tables import QUARANTINE, RAW_TRADES
+
+
+@dataclass(frozen=True)
+class Gold:
+    """What a batch's transaction folds and checks besides serving rows: the ``lake`` the
+    windows belong to, the metric window ``lengths``, the candle ``intervals``, and whether
+    to ``reconcile`` candles with the exchange's klines and aggregates with their trades
+    (when those streams are chosen), with the ``watermark_seconds`` that makes a minute
+    final."""
+
+    lake: str
+    lengths: Sequence[int]
+    intervals: Sequence[CandleInterval] = ()
+    reconcile_klines: bool = False
+    check_aggregates: bool = False
+    watermark_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -32,6 +56,7 @@ class Served:
     quarantined: int = 0
     rows: dict[str, int] = field(default_factory=dict)  # rows changed per other serving table
     windows: list[dict[str, Any]] = field(default_factory=list)
+    reconciled: dict[str, int] = field(default_factory=dict)  # minutes per status
     replayed: bool = False
 
 
@@ -41,8 +66,7 @@ def serve_batch(
     batch_id: int,
     trades: Rows,
     quarantined: Sequence[Sequence[Any]],
-    lake: str,
-    lengths: Sequence[int],
+    gold: Gold,
     retry_seconds: float,
     others: Sequence[tuple[UpsertSpec, Rows]] = (),
 ) -> Served:
@@ -55,18 +79,38 @@ def serve_batch(
         )
         if cur.fetchone() is not None:
             return Served(replayed=True)
-        new = 0
-        windows: list[dict[str, Any]] = []
+        folded = Folded()
         if len(trades):
             stage = stage_rows(cur, RAW_TRADES, trades)
-            new, windows = fold_trades(cur, RAW_TRADES.columns, stage, lake, lengths)
+            folded = fold_batch(
+                cur, RAW_TRADES.columns, stage, gold.lake, gold.lengths, gold.intervals
+            )
         rows = {spec.table: copy_upsert(cur, spec, r) for spec, r in others if len(r)}
+        by_table = {spec.table: r for spec, r in others}
+        reconciled: dict[str, int] = {}
+        if gold.reconcile_klines:
+            klines = by_table.get(KLINE_1M.entity.table)
+            minutes = folded.minutes + (kline_minutes(klines) if klines is not None else [])
+            reconciled = dict(reconcile(cur, gold.lake, minutes, gold.watermark_seconds))
+        if gold.check_aggregates:
+            aggs = by_table.get(AGG_TRADE.entity.table)
+            keys = _keys(aggs, ("symbol", "agg_trade_id")) if aggs is not None else []
+            checked = check_aggregates(cur, keys, folded.trade_ranges)
+            if checked["mismatch"]:
+                reconciled["aggregate_mismatch"] = checked["mismatch"]
         rejected = copy_upsert(cur, QUARANTINE, quarantined) if quarantined else 0
         cur.execute(
             "INSERT INTO applied_batches (query_id, batch_id, trades, quarantined) "
             "VALUES (%s, %s, %s, %s)",
-            (query_id, batch_id, new, rejected),
+            (query_id, batch_id, folded.trades, rejected),
         )
-        return Served(new, rejected, rows, windows)
+        return Served(folded.trades, rejected, rows, folded.windows, reconciled)
 
     return in_transaction(dsn, apply, retry_seconds, f"batch {batch_id}")
+
+
+def _keys(rows: Rows, columns: tuple[str, ...]) -> list[tuple]:
+    """The ``columns`` of every row of ``rows`` (an Arrow table of the batch)."""
+    if isinstance(rows, pa.Table):
+        return list(zip(*(rows.column(c).to_pylist() for c in columns), strict=True))
+    raise TypeError("the batch's rows of a kind are an Arrow table")

@@ -42,12 +42,16 @@ def trades(n: int, symbols, start_id: int = 1) -> list[dict]:
 
 
 def produce(
-    settings: Settings, records: list[tuple[bytes | None, bytes]], ts_ms: int | None = None
+    settings: Settings,
+    records: list[tuple[bytes | None, bytes]],
+    ts_ms: int | None = None,
+    topic: str | None = None,
 ) -> None:
-    """Produce (key, value) records with a source header; the record timestamp is ts_ms."""
+    """Produce (key, value) records with a source header to ``topic`` (default: the trade
+    topic); the record timestamp is ts_ms."""
     p = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
     for key, value in records:
-        p.produce(settings.kafka_topic, value=value, key=key, timestamp=ts_ms or 0,
+        p.produce(topic or settings.kafka_topic, value=value, key=key, timestamp=ts_ms or 0,
                   headers=[("source", b"simulator"), ("connection", b"test")])  # fmt: skip
     assert p.flush(30) == 0
 

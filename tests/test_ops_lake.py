@@ -68,7 +68,8 @@ def test_history_query_and_time_travel(spark, lake, monkeypatch, capsys):
     with pytest.raises(TableError) as e:
         run_query(spark, lake, "SELECT * FROM platinum")
     assert str(e.value) == (
-        "unknown table 'platinum' in the query: the tables are bronze, silver, quarantine, gold"
+        "unknown table 'platinum' in the query: the tables are bronze, silver, quarantine, "
+        "gold, agg_trades, exchange_klines, book_ticker, candles, reconciliation"
     )
 
     rc, out, _ = cli(monkeypatch, capsys, lake, "query", count, "--as-of", "1", "--format", "json")

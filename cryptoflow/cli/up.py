@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--sim-skip-every", type=int, help="streamed trades between two skips")
     sim.add_argument("--sim-malformed-every", type=int, help="a malformed frame every N trades")
     sim.add_argument(
+        "--sim-kline-fault-every", type=int, metavar="N",
+        help="alter one field of every Nth closed kline sent (reconciliation then names it)",
+    )  # fmt: skip
+    sim.add_argument(
         "--sim-wait-for-client", action="store_true",
         help="the simulator starts trading when ingestion connects (exact test runs)",
     )  # fmt: skip
@@ -81,7 +85,7 @@ _SIM_FLAGS = {
     "sim_rate": "--rate", "sim_seed": "--seed", "sim_max_trades": "--max-trades",
     "sim_record": "--record", "sim_drop_every": "--drop-every", "sim_skip_ids": "--skip-ids",
     "sim_skip_every": "--skip-every",
-    "sim_malformed_every": "--malformed-every",
+    "sim_malformed_every": "--malformed-every", "sim_kline_fault_every": "--kline-fault-every",
 }  # fmt: skip
 
 

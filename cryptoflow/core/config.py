@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from cryptoflow.core.errors import ConfigError
-from cryptoflow.core.streams import DEFAULT_STREAMS, TRADE, StreamKind, kinds, topic_name
+from cryptoflow.core.streams import DEFAULT_STREAMS, KINDS, TRADE, StreamKind, kinds, topic_name
 
 PREFIX = "CRYPTOFLOW_"
 SOURCES = ("binance", "sim", "csv")
@@ -324,7 +324,10 @@ class Settings:
         return out
 
 
-TABLES = ("bronze", "silver", "quarantine", "gold")
+#: The Delta tables of the lake, by name (``table_path``): each stream kind's silver table
+#: (trades are ``silver``) and gold's candles and reconciliation beside the pipeline's own.
+TABLES = ("bronze", "silver", "quarantine", "gold", *(k.entity.lake for k in KINDS.values()
+          if k is not TRADE), "candles", "reconciliation")  # fmt: skip
 
 
 def mask_dsn(dsn: str) -> str:
