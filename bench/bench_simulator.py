@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_simulator.py --rate 100000 --seconds 10
 
 Starts ``cryptoflow simulate`` as a child process (its own core), connects one client to the
-combined ``@trade`` stream of the default symbols and counts frames (and checks they are trades
-with consecutive ids per symbol, minus nothing: no faults are injected).
+combined streams of the default symbols (``@trade`` by default; ``--streams
+trade,aggTrade,kline_1m,bookTicker`` for every kind) and counts frames (and spot-checks that
+trade ids per symbol increase: no faults are injected).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Meter:
         self.size += len(msg)
         if self.frames % 97 == 0:  # spot-check payloads without paying json on every frame
             data = json.loads(msg)["data"]
+            if data.get("e") != "trade":
+                return bool(self.t0) and now - self.t0 >= self.seconds
             if data["s"] in self.last and data["t"] <= self.last[data["s"]]:
                 self.regressions += 1
             self.last[data["s"]] = data["t"]
@@ -133,6 +136,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10, help="measured seconds")
     ap.add_argument("--warmup", type=float, default=2, help="seconds ignored at the start")
     ap.add_argument(
+        "--streams",
+        default="trade",
+        help="comma-separated stream kinds per symbol (default trade; all four: "
+        "trade,aggTrade,kline_1m,bookTicker)",
+    )
+    ap.add_argument(
         "--client",
         choices=("asyncio", "sansio", "raw"),
         default="sansio",
@@ -147,7 +156,8 @@ def main() -> int:
         settings, SimulatorOptions(seed=1, rate=args.rate, retention=50_000)
     )
     try:
-        streams = "/".join(f"{s.lower()}@trade" for s in settings.symbols)
+        kinds = [k.strip() for k in args.streams.split(",") if k.strip()]
+        streams = "/".join(f"{s.lower()}@{k}" for s in settings.symbols for k in kinds)
         url = f"{proc.ws_url}/stream?streams={streams}"
         receive = {"sansio": receive_sansio, "asyncio": receive_asyncio, "raw": receive_raw}[
             args.client
@@ -159,7 +169,8 @@ def main() -> int:
         proc.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     print(
-        f"simulator rate={args.rate:.0f}/s: {args.client} client received {frames} frames "
+        f"simulator rate={args.rate:.0f}/s streams={args.streams}: {args.client} client "
+        f"received {frames} frames "
         f"in {secs:.1f}s = "
         f"{frames / secs:,.0f} frames/s ({size / secs / 2**20:.1f} MiB/s); "
         f"server generated {stats['trades_generated']} frames_sent={stats['frames_sent']} "

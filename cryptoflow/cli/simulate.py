@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--skip-every",
         type=int,
         default=d.skip_every,
-        metavar="TRADES",
+        metavar="RECORDS",
         help=f"streamed records of a symbol and stream kind between two gaps "
         f"(default {d.skip_every})",
     )

@@ -7,13 +7,14 @@ Python API (details in docs/simulator.md)::
     with run_simulator_in_thread(settings, SimulatorOptions(port=0, seed=7, max_trades=500,
                                                             record=path)) as sim:
         sim.ws_url, sim.rest_url, sim.stats(), sim.finished, sim.drop_connections()
+    read_record(path), read_record(path, "kline_1m"), read_record(path, "kline_faults")
 
     proc = start_simulator_process(settings, SimulatorOptions(seed=7, rate=1000))
     ...; proc.stop()   # or proc.kill() for a crash
 """
 
 from ingestion.simulator.options import SimulatorOptions
-from ingestion.simulator.record import read_record
+from ingestion.simulator.record import read_record, record_path
 from ingestion.simulator.runner import (
     SimulatorHandle,
     SimulatorProcess,
@@ -28,6 +29,7 @@ __all__ = [
     "SimulatorOptions",
     "SimulatorProcess",
     "read_record",
+    "record_path",
     "run_simulator_in_thread",
     "start_simulator_process",
 ]
