@@ -252,6 +252,8 @@ class StageRunner:
             if value is not None:
                 row.counters[key] = value
         row.counters.update(rows=stats.total_output, quarantined=stats.total_quarantined)
+        # the other stream kinds' rows served (aggTrade=..., kline_1m=..., bookTicker=...)
+        row.counters.update({k: n for k, n in stats.rows_by_kind.items() if k != "trade"})
         return row
 
 
