@@ -198,6 +198,21 @@ def recorded_ids(path: Path) -> set[tuple[str, int]]:
     return {(r["s"], r["t"]) for r in read_record(path)}
 
 
+def rest_agg_ids(handle, symbol: str, first: int, last: int = 2**63 - 1) -> set[int]:
+    """The simulator's aggregate ids of ``symbol`` in ``first..last``, from its REST."""
+    ids: set[int] = set()
+    start = first
+    while start <= last:
+        url = f"{handle.rest_url}/api/v3/aggTrades?symbol={symbol}&fromId={start}&limit=1000"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            page = [a["a"] for a in json.loads(r.read()) if a["a"] <= last]
+        if not page:
+            break
+        ids.update(page)
+        start = max(page) + 1
+    return ids
+
+
 def _first_trade(url: str) -> dict | None:
     with urllib.request.urlopen(url, timeout=10) as r:
         page = json.loads(r.read())

@@ -13,14 +13,17 @@ from pathlib import Path
 import pytest
 
 from cryptoflow.core.services import kafka
+from cryptoflow.core.streams import AGG_TRADE
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.runner import run_simulator_in_thread, start_simulator_process
 from tests.conftest import free_port, make_data_dir, make_settings, wait_until
 from tests.ingest_helpers import (
     client,
     ingesting,
+    kind_ids,
     read_topic,
     recorded_ids,
+    rest_agg_ids,
     seed_resume_point,
     trade_ids,
 )
@@ -94,6 +97,17 @@ def test_sigkill_and_restart_backfills_the_trades_made_meanwhile(settings, uniqu
         def in_kafka() -> set[tuple[str, int]]:
             return set(trade_ids(read_topic(s, s.kafka_topic))) - seeded
 
+        def aggs_in_kafka() -> set[tuple[str, int]]:
+            return set(kind_ids(read_topic(s, s.topic(AGG_TRADE)), AGG_TRADE))
+
+        def aggs_want() -> set[tuple[str, int]]:
+            """Every aggregate trade the simulator made since the first one ingested."""
+            got = aggs_in_kafka()
+            firsts = {sym: min(a for x, a in got if x == sym) for sym, _ in got}
+            return {
+                (sym, a) for sym, first in firsts.items() for a in rest_agg_ids(sim, sym, first)
+            }
+
         first = _ingest_process(env, log)
         try:
             wait_until(lambda: len(in_kafka()) > 150, 90, what="the first run to deliver")
@@ -111,11 +125,18 @@ def test_sigkill_and_restart_backfills_the_trades_made_meanwhile(settings, uniqu
             wait_until(lambda: sim.stats()["finished"], 120, what="the simulator to finish")
             want = recorded_ids(record)
             wait_until(lambda: want <= in_kafka(), 120, what="every recorded trade in Kafka")
+            # aggregate trades resume from their own topic: the ones made meanwhile backfilled
+            wait_until(lambda: aggs_want() <= aggs_in_kafka(), 120, what="every aggTrade")
+            agg_want = aggs_want()
         finally:
             second.send_signal(signal.SIGINT)
             code = second.wait(60)
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert in_kafka() == want
-    assert "resume from" in text and "gap " in text
+    assert aggs_in_kafka() == agg_want
+    assert len({sym for sym, _ in aggs_in_kafka()}) == 3
+    assert "resume from topic=" in text
+    for kind in ("trade", "aggTrade"):  # found on the stream or by the quiet-symbol probe
+        assert any(" gap " in ln and f"kind={kind} " in ln for ln in text.splitlines()), kind
     assert "stopped frames/s=" in text  # clean shutdown printed the final status

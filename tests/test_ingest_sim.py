@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import urllib.request
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.ingest_helpers import (
     read_topic,
     read_topics,
     recorded_ids,
+    rest_agg_ids,
     seed_resume_point,
     trade_ids,
 )
@@ -203,21 +203,6 @@ def test_unreachable_exchange_is_reported_and_retried(settings, unique):
     assert "reconnecting in" in failures[0] and "(attempt 1)" in failures[0]
 
 
-def _rest_agg_ids(sim, symbol: str, first: int, last: int) -> set[int]:
-    """The simulator's aggregate ids of ``symbol`` in ``first..last``, from its REST."""
-    ids: set[int] = set()
-    start = first
-    while start <= last:
-        url = f"{sim.rest_url}/api/v3/aggTrades?symbol={symbol}&fromId={start}&limit=1000"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            page = [a["a"] for a in json.loads(r.read()) if a["a"] <= last]
-        if not page:
-            break
-        ids.update(page)
-        start = max(page) + 1
-    return ids
-
-
 def test_every_kind_to_its_topic_in_microseconds_gaps_filled_or_counted(settings, unique, tmp_path):
     """All four streams of three symbols on one connection that the simulator drops, with
     records of every kind held back and malformed frames: each frame lands in its kind's
@@ -248,7 +233,7 @@ def test_every_kind_to_its_topic_in_microseconds_gaps_filled_or_counted(settings
         agg_want = set()
         for sym, last in stats.last_ids["aggTrade"].items():
             first = min(a for x, a in aggs if x == sym)
-            agg_want |= {(sym, a) for a in _rest_agg_ids(sim, sym, first, last)}
+            agg_want |= {(sym, a) for a in rest_agg_ids(sim, sym, first, last)}
         gap_records = [json.loads(r.value) for r in read_topic(s, gaps_topic(s))]
 
     assert {k for k in trade_ids(topics[s.kafka_topic]) if k not in seeded} == want
