@@ -6,15 +6,20 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import time
 
 import pytest
 
-from cryptoflow.core.streams import AGG_TRADE, KINDS, MICROS_FROM, TRADE
+from cryptoflow.core.services import kafka
+from cryptoflow.core.streams import AGG_TRADE, KINDS, KLINE_1M, MICROS_FROM, TRADE
 from ingestion.backfill import gaps_topic
+from ingestion.exchange_frames import kline_frame
 from ingestion.frames import classify
+from ingestion.producer import FrameProducer
 from ingestion.resume import murmur2_partition
 from ingestion.simulator.options import SimulatorOptions
 from ingestion.simulator.runner import run_simulator_in_thread
+from ingestion.status import IngestStats
 from tests.conftest import free_port, wait_until
 from tests.ingest_helpers import (
     client,
@@ -265,3 +270,43 @@ def test_every_kind_to_its_topic_in_microseconds_gaps_filled_or_counted(settings
     assert {g["kind"] for g in counted} == {"bookTicker"}
     assert sum(g["gaps"] for g in counted) == stats.kind("bookTicker").gaps_counted
     assert sum(g["missing"] for g in counted) == stats.kind("bookTicker").ids_skipped
+
+
+def test_closed_klines_resume_and_missed_minutes_are_filled_or_recorded(settings, unique):
+    """Resume from a closed kline two minutes before the simulator's first closed one: when
+    that one arrives (on the stream, or found by the probe), the minute between is a gap of
+    one 60 000 ms step, filled from REST klines if the simulator has it, recorded otherwise."""
+    opts = SimulatorOptions(port=0, seed=12, rate=40)
+    # two minutes before the one in progress when the simulator starts: it has no trades then
+    seed = int(time.time() * 1000) // 60_000 * 60_000 - 120_000
+    with run_simulator_in_thread(settings, opts) as sim:
+        s = client(sim, settings, unique, streams="kline_1m", gap_probe_idle_s=2)
+        kafka.ensure_topics(s)
+        row = [seed, "1", "1", "1", "1", "0", seed + 59_999, "0", 0, "0", "0", "0"]
+        producer, headers = FrameProducer(s, IngestStats()), [("source", b"simulator")]
+        for symbol in s.symbols:
+            frame, now = kline_frame(symbol, row), int(time.time() * 1000)
+            producer.produce_blocking(s.topic(KLINE_1M), symbol.encode(), frame, now, headers)
+        assert producer.flush(30) == 0
+        with ingesting(s) as ing:
+            wait_until(
+                lambda: ing.counts("kline_1m").gaps_found >= 3 and ing.stats.gaps_open == 0,
+                150,
+                what="the first closed kline of every symbol and its gap handled",
+            )
+        stats = ing.finish()
+    klines = kind_ids(read_topic(s, s.topic(KLINE_1M)), KLINE_1M)
+    outcomes = [g for g in map(json.loads, (r.value for r in read_topic(s, gaps_topic(s))))
+                if g["kind"] == "kline_1m"]  # fmt: skip
+    assert {g["symbol"] for g in outcomes} == set(s.symbols)
+    for symbol in s.symbols:
+        (gap,) = [g for g in outcomes if g["symbol"] == symbol]
+        assert (gap["first_id"], gap["step"]) == (seed + 60_000, 60_000)
+        assert gap["filled"] + gap["unfillable"] == gap["missing"] >= 1
+        closed = {t for sym, t in klines if sym == symbol}
+        lost = {t for a, b in gap["unfillable_ranges"] for t in range(a, b + 1, 60_000)}
+        assert not closed & lost
+        assert set(range(seed + 60_000, gap["last_id"] + 60_000, 60_000)) <= closed | lost
+    assert stats.kind("kline_1m").ids_filled + stats.kind("kline_1m").ids_unfillable == sum(
+        g["missing"] for g in outcomes
+    )
