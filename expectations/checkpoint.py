@@ -1,7 +1,8 @@
 """Off-hot-path validation: a Great Expectations checkpoint over a Delta table version.
 
-``run_validation(spark, settings, "silver"|"gold", as_of)`` reads the table (now, at a
-version, or at a timestamp), validates it against its suite with a GE checkpoint whose
+``run_validation(spark, settings, table, as_of)`` reads a stream kind's silver table or gold
+(``SUITE_OF_TABLE``, from the registry) now, at a version, or at a timestamp, validates it
+against its suite with a GE checkpoint whose
 ``UpdateDataDocsAction`` rebuilds the Data Docs under ``<data_dir>/gx`` (then made
 self-contained by ``expectations.docs_assets``: no CDN loads), and stores the run's summary
 in PostgreSQL ``dq_results`` (``expectations.history``). Parse-level expectations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -28,12 +30,11 @@ from expectations.history import store_run
 from expectations.params import suite_parameters
 from expectations.results import ExpectationOutcome, ValidationRun
 from expectations.suites import read_suite, resolved_suite
+from expectations.tables import SUITE_OF_TABLE
 from pipelines.ops.tables import delta_table, read_table
 
 log = logging.getLogger(__name__)
 
-#: Delta table -> the suite that validates it.
-SUITE_OF_TABLE = {"silver": "silver_trades", "gold": "gold_metrics"}
 DATASOURCE = "cryptoflow_lake"
 
 
@@ -51,6 +52,11 @@ def gx_context(settings: Settings):
     context = gx.get_context(mode="file", project_root_dir=str(root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
+
+
+def table_exists(spark: SparkSession, settings: Settings, table: str) -> bool:
+    """Whether the Delta table ``table`` exists yet."""
+    return bool(DeltaTable.isDeltaTable(spark, settings.table_path(table)))
 
 
 def parse_as_of(text: str | None) -> int | datetime | None:
@@ -172,7 +178,8 @@ def run_validation(
     as_of: int | str | datetime | None = None,
     store: bool = True,
 ) -> ValidationRun:
-    """Validate ``table`` (silver | gold) at ``as_of``; build Data Docs; store the summary."""
+    """Validate ``table`` (a key of ``SUITE_OF_TABLE``) at ``as_of``; build Data Docs; store
+    the summary."""
     from great_expectations.core.run_identifier import RunIdentifier
 
     if table not in SUITE_OF_TABLE:

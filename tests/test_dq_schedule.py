@@ -1,4 +1,5 @@
-"""Periodic validation: runs both tables each interval, survives failures, stops cleanly."""
+"""Periodic validation: runs each existing silver table and gold each interval, survives
+failures, stops cleanly."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ def test_runs_every_interval_and_survives_a_failing_table():
         if table == "gold":
             raise RuntimeError("table gold does not exist yet\nmore detail")
 
-    s = load_settings(environ={}, dotenv=None)
-    job = PeriodicValidation(None, s, validate, interval_s=0.05).start()
+    s = load_settings(environ={}, dotenv=None)  # every stream kind
+    created = {"silver", "agg_trades", "book_ticker"}  # klines' table not there yet
+    job = PeriodicValidation(None, s, validate, interval_s=0.05, exists=created.__contains__)
+    job.start()
     try:
         wait_until(lambda: calls.count("gold") >= 3, 30, 0.05, "three rounds")
     finally:
         job.stop()
-    assert calls[:4] == ["silver", "gold", "silver", "gold"]
+    assert calls[:8] == ["silver", "agg_trades", "book_ticker", "gold"] * 2
     assert job.errors >= 3 and job.runs >= 3
     n = len(calls)
     wait_until(lambda: not job._thread.is_alive(), 10, 0.05, "thread stopped")
@@ -33,3 +36,10 @@ def test_interval_zero_never_starts():
     job = PeriodicValidation(None, s, lambda *a: None).start()
     assert not job._thread.is_alive()
     job.stop()
+
+
+def test_tables_follow_the_chosen_stream_kinds():
+    s = load_settings(environ={}, dotenv=None, streams="bookTicker")
+    job = PeriodicValidation(None, s, lambda *a: None, exists=lambda t: True)
+    assert job.tables() == ["silver", "book_ticker", "gold"]  # trade is always on
+    assert PeriodicValidation(None, s, exists=lambda t: False).tables() == ["gold"]

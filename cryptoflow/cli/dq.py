@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cryptoflow.core.config import Settings
+from expectations.tables import SUITE_OF_TABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,12 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="show recent data-quality validation runs (dq_results)",
         description=(
             "Show the newest validation runs recorded by `cryptoflow validate` (and by `up` "
-            "every CRYPTOFLOW_DQ_INTERVAL_MINUTES): when, which table and Delta version, "
-            "success, expectations evaluated and failed, and the names of the failed ones."
+            "every CRYPTOFLOW_DQ_INTERVAL_MINUTES): when, which table (each stream kind's "
+            "silver table, gold) with its suite and Delta version, success, expectations "
+            "evaluated and failed, and the names of the failed ones."
         ),
     )
     p.add_argument("--limit", type=int, default=20, metavar="N", help="newest N runs (20)")
-    p.add_argument("--table", choices=("silver", "gold"), help="only runs of this table")
+    p.add_argument("--table", choices=tuple(SUITE_OF_TABLE), help="only runs of this table")
     p.add_argument(
         "--format", choices=("table", "csv", "json"), default="table", help="output format"
     )
@@ -26,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 COLUMNS = (
-    "started_at", "table", "version", "result", "rows", "evaluated", "failed", "failed_rules",
-    "ms",
+    "started_at", "table", "suite", "version", "result", "rows", "evaluated", "failed",
+    "failed_rules", "ms",
 )  # fmt: skip
 
 
@@ -41,6 +43,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         (
             r.started_at.replace(microsecond=0),
             r.table,
+            r.suite,
             r.delta_version,
             "passed" if r.success else "FAILED",
             r.rows,

@@ -1,28 +1,34 @@
-"""``cryptoflow validate``: a Great Expectations checkpoint over silver and/or gold."""
+"""``cryptoflow validate``: a Great Expectations checkpoint over each stream kind's silver table
+and/or gold."""
 
 from __future__ import annotations
 
 import argparse
 
 from cryptoflow.core.config import Settings
+from expectations.tables import SUITE_OF_TABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
-        help="validate silver/gold with the Great Expectations suites; build Data Docs",
+        help="validate the silver tables and gold with the Great Expectations suites; "
+        "build Data Docs",
         description=(
-            "Validate Delta silver and/or gold off the hot path with the suites in "
-            "expectations/suites/ (a GE checkpoint), rebuild the Data Docs (HTML under "
-            "<data_dir>/gx) and record each run in PostgreSQL dq_results (see `cryptoflow dq`). "
-            "Exit status: 0 when every expectation passed, 1 when one failed."
+            "Validate Delta tables off the hot path with the suites in expectations/suites/ "
+            "(a GE checkpoint): each stream kind's silver table and gold against its suite "
+            f"({', '.join(f'{t}: {s}' for t, s in SUITE_OF_TABLE.items())}). Rebuild the "
+            "Data Docs (HTML under <data_dir>/gx) and record each run in PostgreSQL dq_results "
+            "(see `cryptoflow dq`). Exit status: 0 when every expectation passed, 1 when one "
+            "failed."
         ),
     )
     p.add_argument(
         "--table",
-        choices=("silver", "gold", "all"),
+        choices=(*SUITE_OF_TABLE, "all"),
         default="all",
-        help="which table to validate (default: all)",
+        help="which table to validate (default: all = the silver tables of CRYPTOFLOW_STREAMS "
+        "that exist, and gold)",
     )
     p.add_argument(
         "--as-of",
@@ -36,11 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from cryptoflow.core.spark import get_spark
-    from expectations.checkpoint import parse_as_of, run_validation
+    from expectations.checkpoint import parse_as_of, run_validation, table_exists
+    from expectations.tables import validation_tables
 
     as_of = parse_as_of(args.as_of)  # a bad value fails before Spark starts
-    tables = ("silver", "gold") if args.table == "all" else (args.table,)
     spark = get_spark(settings, "cryptoflow-validate")
+    tables = [args.table]
+    if args.table == "all":
+        tables = validation_tables(settings, lambda t: table_exists(spark, settings, t))
+        for kind in settings.stream_kinds:
+            if kind.entity.lake not in tables:
+                print(f"{kind.entity.lake}: skipped, the table does not exist yet")
     ok = True
     docs = None
     for table in tables:
