@@ -36,6 +36,7 @@ from cryptoflow.console.status import (
     STOPPED,
     Snapshot,
     StageStatus,
+    kind_frames,
     plain_lines,
 )
 from cryptoflow.console.view import StatusView, make_view
@@ -501,6 +502,7 @@ def ingest_stage(name: str, record: dict[str, Any]) -> StageStatus:
     )  # fmt: skip
     row.counters = {key: record.get(name, 0) for key, name in _INGEST_COUNTERS}
     row.counters["frames/s"] = f"{record.get('frames_per_s') or 0:.0f}"
+    row.kinds = kind_frames(record)
     return row
 
 

@@ -11,7 +11,9 @@ pytestmark = [pytest.mark.live, pytest.mark.integration]
 
 
 def test_live_binance_trades_reach_kafka(settings, unique):
-    s = settings.replace(source="binance", binance_endpoint="vision", kafka_topic_prefix=f"live-{unique}")
+    s = settings.replace(
+        source="binance", binance_endpoint="vision", kafka_topic_prefix=f"live-{unique}"
+    )
     with ingesting(s) as ing:
         wait_until(lambda: ing.stats.frames >= 20, 60, what="live trades from Binance")
     stats = ing.finish()
