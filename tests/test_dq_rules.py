@@ -324,7 +324,13 @@ def test_the_hot_path_reads_every_suite_without_ge_and_gets_ges_rules():
         ]  # fmt: skip
 
     names = sorted(p.stem for p in SUITES_DIR.glob("*.json"))
-    assert names == ["gold_metrics", "silver_trades"]
+    assert names == [
+        "gold_metrics",
+        "silver_agg_trades",
+        "silver_book_ticker",
+        "silver_klines",
+        "silver_trades",
+    ]
     for name in names:
         assert rules(read_suite_plain(name)) == rules(read_suite(name)), name
     probe = "import sys, pipelines.job; print('great_expectations' in sys.modules)"
