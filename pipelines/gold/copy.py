@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -26,9 +25,9 @@ from pyspark.sql import types as T
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.db import connect
-from cryptoflow.core.errors import first_line
 from cryptoflow.core.services.postgres import pipeline_dsn
 from pipelines.gold.fold import fetch_dicts
+from pipelines.gold.rounds import Rounds
 from pipelines.gold.sync import LOOKBACK, USER_METADATA
 from pipelines.ledger import commit_metadata
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
@@ -120,20 +119,19 @@ def copied_change_seq(spark: SparkSession, path: str, table: Copied) -> int:
     return 0
 
 
-class TableCopies:
+class TableCopies(Rounds):
     """Copies changed candles and reconciliation rows of ``lake`` (the gold table path the
     fold was given) into their Delta tables: ``sync()`` once, or rounds in a thread."""
+
+    thread_name = "candle-sync"
 
     def __init__(self, spark: SparkSession, settings: Settings, interval_s: float) -> None:
         self._spark = spark.newSession()  # userMetadata is a session setting
         self._settings = settings
         self._lake = settings.table_path("gold")
         self._dsn = pipeline_dsn(settings)
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
+        super().__init__(interval_s)
         self._copied: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _changed(self, table: Copied, after: int) -> list[dict[str, Any]]:
         conn = connect(self._dsn)
@@ -183,27 +181,6 @@ class TableCopies:
         """Copy every row changed since the last copy; returns how many per table."""
         with self._lock:
             return {t.name: self._sync_one(t) for t in COPIED}
-
-    def start(self) -> TableCopies:
-        """Run ``sync`` every ``interval_s`` in a daemon thread until ``stop``."""
-        self._thread = threading.Thread(target=self._run, name="candle-sync", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, final: bool = True) -> None:
-        """End the thread; with ``final``, copy what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if final:
-            self.sync()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.sync()
-            except Exception as e:  # noqa: BLE001 - the next round retries; PostgreSQL is safe
-                log.warning("candle sync failed, retried next round: %s", first_line(e))
 
 
 def table_copies(spark: SparkSession, settings: Settings) -> TableCopies:

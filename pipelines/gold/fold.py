@@ -169,16 +169,3 @@ def fold_batch(
     minutes = list(zip(first["minute_symbols"] or [], first["minute_starts"] or [], strict=True))
     ranges = {s: (int(lo), int(hi)) for s, (lo, hi) in (first["trade_ranges"] or {}).items()}
     return Folded(first["new_trades"], gold, minutes, ranges)
-
-
-def fold_trades(
-    cur: psycopg2.extensions.cursor,
-    columns: Sequence[str],
-    stage: sql.Identifier,
-    lake: str,
-    lengths: Sequence[int],
-    intervals: Sequence[CandleInterval] = (),
-) -> tuple[int, list[dict[str, Any]]]:
-    """``fold_batch``, returning (trades inserted, the gold rows of every touched window)."""
-    folded = fold_batch(cur, columns, stage, lake, lengths, intervals)
-    return folded.trades, folded.windows

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from cryptoflow.core.db import connect
-from cryptoflow.core.errors import first_line
 from pipelines.gold.fold import as_window_sums, fetch_dicts
+from pipelines.gold.rounds import Rounds
 from pipelines.gold.transform import GOLD_SCHEMA, finish, gold_frame
 from pipelines.ledger import commit_metadata
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
@@ -69,8 +68,10 @@ def changed_windows(dsn: str, lake: str, after: int) -> list[dict[str, Any]]:
         conn.close()
 
 
-class GoldSync:
+class GoldSync(Rounds):
     """Copies changed windows into Delta gold: ``sync()`` once, or rounds in a thread."""
+
+    thread_name = "gold-sync"
 
     def __init__(self, spark: SparkSession, path: str, dsn: str, interval_s: float) -> None:
         # A session of its own: the commit's userMetadata is a session setting, and the
@@ -78,11 +79,8 @@ class GoldSync:
         self._spark = spark.newSession()
         self.path = path
         self._dsn = dsn
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
+        super().__init__(interval_s)
         self._copied: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sync(self) -> int:
         """Copy every window changed since the last copy; returns how many."""
@@ -116,24 +114,3 @@ class GoldSync:
             self._copied = high
             log.info("gold sync windows=%d change_seq=%d", len(rows), high)
             return len(rows)
-
-    def start(self) -> GoldSync:
-        """Run ``sync`` every ``interval_s`` in a daemon thread until ``stop``."""
-        self._thread = threading.Thread(target=self._run, name="gold-sync", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, final: bool = True) -> None:
-        """End the thread; with ``final``, copy what is left (Delta gold caught up)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if final:
-            self.sync()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.sync()
-            except Exception as e:  # noqa: BLE001 - the next round retries; the fold is safe
-                log.warning("gold sync failed, retried next round: %s", first_line(e))
