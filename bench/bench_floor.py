@@ -30,6 +30,7 @@ and CPU per trade between the first and the last PostgreSQL commit instead.
     .venv/bin/python bench/bench_floor.py --first-hop delta-sink --rate 30 --seconds 60
     .venv/bin/python bench/bench_floor.py --one-hop --rate 30 --seconds 60 --warmup 20
     .venv/bin/python bench/bench_floor.py --one-hop --with-bronze --rate 30 --seconds 60
+    .venv/bin/python bench/bench_floor.py --one-hop --with-bronze --silver-tables 3 --rate 72
     .venv/bin/python bench/bench_floor.py --drain 1000000
     .venv/bin/python bench/bench_floor.py --one-hop --drain 1000000
 """
@@ -43,6 +44,7 @@ import os
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -133,16 +135,29 @@ class BronzeAppend:
 
 class CopyThenBronze:
     """The ``foreachBatch`` of ``--one-hop --with-bronze``: the batch read once (cached),
-    COPY into PostgreSQL, then the records appended to Delta bronze."""
+    COPY into PostgreSQL, then the records appended to Delta bronze. With ``silver`` tables
+    (``--silver-tables N``) the records are also appended to each, as the pipeline appends
+    a batch to one silver table per stream kind: the first in this thread, bronze and the
+    others in threads beside it."""
 
-    def __init__(self, copy: CopyToPostgres, bronze: BronzeAppend) -> None:
-        self.copy, self.bronze = copy, bronze
+    def __init__(
+        self, copy: CopyToPostgres, bronze: BronzeAppend, silver: list[BronzeAppend]
+    ) -> None:
+        self.copy, self.bronze, self.silver = copy, bronze, silver
+        self.pool = ThreadPoolExecutor(max(1, len(silver)), thread_name_prefix="floor-write")
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         records = records.persist()
         try:
             self.copy(records, batch_id)
-            self.bronze(records, batch_id)
+            if not self.silver:
+                self.bronze(records, batch_id)
+                return
+            beside = [self.pool.submit(self.bronze, records, batch_id)]
+            beside += [self.pool.submit(t, records, batch_id) for t in self.silver[1:]]
+            self.silver[0](records, batch_id)
+            for f in beside:
+                f.result()
         finally:
             records.unpersist()
 
@@ -191,7 +206,7 @@ def _delta_sink(spark, s, checkpoint: Path, trigger: int) -> tuple[str, Streamin
     return path, query
 
 
-def _start_hops(spark, s, shape: str, dsn: str) -> list[StreamingQuery]:
+def _start_hops(spark, s, shape: str, dsn: str, silver_tables: int = 0) -> list[StreamingQuery]:
     """The queries of ``shape`` (``one-hop``, ``bronze`` or ``delta-sink``), started."""
     chk = Path(s.data_dir) / "floor-checkpoints"
     trigger = f"{s.trigger_interval_ms} milliseconds"
@@ -199,10 +214,13 @@ def _start_hops(spark, s, shape: str, dsn: str) -> list[StreamingQuery]:
         path = s.table_path("bronze")
         ensure_bronze_table(spark, path)
         checkpoint_in_background(spark, s, path)
-        handler = CopyThenBronze(
-            CopyToPostgres(dsn),
-            BronzeAppend(path, CommitLedger(query_id_reader(str(chk / "one-hop")))),
-        )
+        app = query_id_reader(str(chk / "one-hop"))
+        silver = []
+        for i in range(silver_tables):
+            table = str(Path(s.data_dir) / f"floor-silver-{i}")
+            ensure_bronze_table(spark, table)
+            silver.append(BronzeAppend(table, CommitLedger(app)))
+        handler = CopyThenBronze(CopyToPostgres(dsn), BronzeAppend(path, CommitLedger(app)), silver)
         one = (
             to_bronze(_kafka(spark, s))
             .writeStream.queryName("one-hop")
@@ -359,6 +377,14 @@ def main() -> None:
         help="with --one-hop: each batch also appends its records to Delta bronze",
     )
     ap.add_argument(
+        "--silver-tables",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --with-bronze: each batch also appends its records to N more Delta tables "
+        "(one silver table per stream kind with records; the default streams: 3)",
+    )
+    ap.add_argument(
         "--drain",
         type=int,
         default=0,
@@ -383,7 +409,7 @@ def main() -> None:
         spark = get_spark(s, "bench-floor")
         sampler = StackSampler(lambda: {os.getpid(), *service_pids(s)})
         sampler.start()
-        hops = _start_hops(spark, s, shape, dsn)
+        hops = _start_hops(spark, s, shape, dsn, args.silver_tables)
         try:
             if args.drain:
                 result = _drain(dsn, hops, sampler, args.drain, shape)
@@ -393,7 +419,7 @@ def main() -> None:
             sampler.stop()
             stop_between_batches(hops)
             spark.stop()
-    result.update(shape=shape, trigger_ms=s.trigger_interval_ms)
+    result.update(shape=shape, trigger_ms=s.trigger_interval_ms, silver_tables=args.silver_tables)
     print(f"saved {save('floor', result)}")
 
 

@@ -74,7 +74,7 @@ def private_stack(environ: dict[str, str] | None = None, **overrides) -> Iterato
     try:
         db.apply_migrations(postgres.admin_dsn(s))
         postgres.ensure_login_roles(s)
-        kafka.ensure_topic(s)
+        kafka.ensure_topics(s)
         yield s
     finally:
         services.down(s, progress=lambda _: None)

@@ -161,10 +161,15 @@ class PipelineBatch:
         )
         self._ledger = CommitLedger(app_id)
         self._bronze_ledger = CommitLedger(app_id)  # its own: the bronze thread uses it
+        # One per silver table: the other kinds' appends run in threads beside trades'.
+        self._silver_ledgers = {p.kind.name: CommitLedger(app_id) for p in self.plans}
         self._high_water_us: int | None = None  # newest trade time of the earlier batches
         self._index: dict[str, KeyIndex] = {}  # per kind: silver's keys as of its latest commit
         self._collect = _collected_columns(self.plans)
         self._bronze_writer = ThreadPoolExecutor(1, thread_name_prefix="bronze-write")
+        self._silver_writer = ThreadPoolExecutor(
+            max(1, len(self.plans) - 1), thread_name_prefix="silver-write"
+        )
         self.stats = BatchStats()
 
     def __call__(self, evaluated: DataFrame, batch_id: int) -> None:
@@ -178,8 +183,13 @@ class PipelineBatch:
                 pipeline_dsn(self.settings), self.settings.table_path("gold")
             )
         steps.mark("ledger")
-        evaluated = evaluated.persist()
+        # One task per core reads every topic-partition of the batch: with four stream kinds
+        # a batch spans up to 4 x CRYPTOFLOW_KAFKA_PARTITIONS partitions, and a task each
+        # (and a file each in every Delta append) cost more than the records in them.
+        cores = spark.sparkContext.defaultParallelism
+        evaluated = evaluated.coalesce(cores).persist()
         bronze: Future | None = None
+        writes: list[Future] = []
         try:
             # Arrow: ~10x faster than collecting Rows, and the new rows go to Postgres as
             # Arrow-written CSV without becoming Python objects. This reads Kafka (once).
@@ -201,14 +211,24 @@ class PipelineBatch:
                 [(p.spec, parts[p.kind.name].served) for p in self.plans[1:]],
             )  # fmt: skip
             steps.mark("postgres")
-            for plan in self.plans:
-                self._append_silver(spark, evaluated, plan, parts[plan.kind.name], batch_id)
+            # Each Delta commit waits more than it computes: the other kinds' silver appends
+            # run in threads beside trades', the bronze append in its own.
+            writes = [
+                self._silver_writer.submit(
+                    self._append_silver, spark, evaluated, plan, parts[plan.kind.name], batch_id
+                )
+                for plan in self.plans[1:]
+            ]
+            self._append_silver(spark, evaluated, self.trades, trades, batch_id)
             steps.mark("silver")
             quarantined = [q for part in parts.values() for q in part.quarantined] + unread
             if quarantined:
                 q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
                 self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
                 steps.mark("quarantine")
+            for write in writes:
+                write.result()
+            steps.mark("kinds")
             if bronze is not None:
                 bronze.result()
                 steps.mark("bronze")
@@ -216,8 +236,9 @@ class PipelineBatch:
             self._record(app, batch_id, table, parts, len(quarantined), served, late,
                          time.monotonic() - t0, steps)  # fmt: skip
         finally:
-            if bronze is not None and not bronze.done():
-                bronze.exception()  # never leave the cache to a write still reading it
+            for pending in [*writes, *([bronze] if bronze is not None else [])]:
+                if not pending.done():
+                    pending.exception()  # never leave the cache to a write still reading it
             evaluated.unpersist()
 
     def _classify(
@@ -271,7 +292,7 @@ class PipelineBatch:
         if plan is self.trades or batch.new.num_rows:
             of_kind = evaluated.where(F.col("kind") == plan.kind.name)
             rows = _new_rows(of_kind, batch.positions, plan.kind)
-            self._ledger.append(rows, plan.path, batch_id)
+            self._silver_ledgers[plan.kind.name].append(rows, plan.path, batch_id)
         # Our commit is the latest (a replay's skipped write: the one it made before).
         keys = new_keys(batch.rows, batch.classes).items()
         if keys or plan is self.trades:
@@ -291,7 +312,7 @@ class PipelineBatch:
         path, record_id, name = plan.path, plan.kind.entity.record_id, plan.kind.name
         index = self._index.get(name)
         if index is None:
-            committed = self._ledger.committed(spark, path, batch_id)
+            committed = self._silver_ledgers[name].committed(spark, path, batch_id)
             before = table_version(spark, path) if committed is None else committed - 1
             if before == 0 and created_empty(spark, path):  # a fresh lake: no key, no scan
                 self._index[name] = KeyIndex(before)

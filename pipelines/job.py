@@ -159,8 +159,7 @@ def start(
     batch function is ``query.handler`` (its ``stats``), the gold copier ``query.gold``:
     call ``query.gold.stop()`` after the query stops to bring Delta gold up to date."""
     plans = kind_plans(settings, rules, unique_rule)
-    for topic in settings.topics:  # Spark's Kafka source fails on a topic that is missing
-        kafka.ensure_topic(settings, topic)
+    kafka.ensure_topics(settings)  # Spark's Kafka source fails on a topic that is missing
     ensure_lake(spark, settings)
     ensure_checkpoint_owner(settings, QUERY, *job_io(settings, QUERY))  # ops hook
     attach_recorder(spark, settings)  # ops hook: pipeline_batches rows

@@ -95,6 +95,12 @@ class Settings:
         "silently skipping them",
         True,
     )
+    kafka_fetch_max_wait_ms: int = _env(
+        "fetch.max.wait.ms of the pipeline's Kafka consumers: how long the broker holds a fetch "
+        "that finds no new record. A consumer's next read waits for that fetch, once per "
+        "topic-partition of a micro-batch, so it is short",
+        10,
+    )
     max_offsets_per_trigger: int = _env(
         "Most Kafka records per micro-batch (0: none): bounds the driver memory a batch "
         "collects into",

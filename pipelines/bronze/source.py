@@ -21,6 +21,7 @@ def kafka_options(s: Settings) -> dict[str, str]:
         "startingOffsets": s.starting_offsets,
         "failOnDataLoss": "true" if s.fail_on_data_loss else "false",
         "includeHeaders": "true",
+        "kafka.fetch.max.wait.ms": str(s.kafka_fetch_max_wait_ms),
     }
     if s.max_offsets_per_trigger > 0:
         opts["maxOffsetsPerTrigger"] = str(s.max_offsets_per_trigger)
