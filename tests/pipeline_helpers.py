@@ -61,9 +61,12 @@ def produce_trades(settings: Settings, payloads: list[dict], ts_ms: int | None =
 
 
 def isolated(settings: Settings, unique: str, tmp_path, partitions: int = 2) -> Settings:
-    """Settings with a fresh topic, lake, checkpoints and symbols (raw_trades is shared)."""
+    """Settings with a fresh topic, lake, checkpoints and symbols (raw_trades is shared).
+    Trades only: a test of the other stream kinds chooses them (``.replace(streams=...)``),
+    the others do not pay for three more topics and silver tables per batch."""
     u = unique.upper()
     s = settings.replace(
+        streams="trade",
         symbols=[f"A{u}USDT", f"B{u}USDT"],
         kafka_topic_prefix=f"test.raw.{unique}",
         lake_root=str(tmp_path / "lake"),

@@ -26,6 +26,7 @@ class SimRun:
     def __init__(self, settings: Settings, workdir: Path, rate: int = 20):
         self.settings = settings.replace(
             source="sim",
+            streams="trade",
             kafka_topic_prefix=f"dashboard.{workdir.name}",
             lake_root=str(workdir / "lake"),
             checkpoint_root=str(workdir / "checkpoints"),

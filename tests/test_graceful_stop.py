@@ -103,7 +103,7 @@ def test_sigterm_to_up_group_stops_cleanly_and_a_rerun_is_exact(tmp_path):
     process left (the services it started included); a rerun (stopped by SIGHUP the same
     way) then serves raw_trades equal to the simulator's record of both runs."""
     data_dir = make_data_dir()
-    s = make_settings(data_dir, source="sim", max_offsets_per_trigger=150)
+    s = make_settings(data_dir, source="sim", max_offsets_per_trigger=150, streams="trade")
     marker = uuid.uuid4().hex
     env = {**child_env(s), MARKER_VAR: marker}
     record = tmp_path / "record.jsonl"
@@ -176,7 +176,7 @@ def test_sigterm_while_up_starts_its_services_stops_cleanly(tmp_path):
     helpers are not the signal's target, so the services come up, and `up` stops them
     again and exits 0 (it used to fail with 'formatting Kafka storage failed')."""
     data_dir = make_data_dir()
-    s = make_settings(data_dir, source="sim")
+    s = make_settings(data_dir, source="sim", streams="trade")
     marker = uuid.uuid4().hex
     log = tmp_path / "up.log"
     proc = launch([sys.executable, "-m", "cryptoflow", "up", "--source", "sim"],

@@ -18,6 +18,7 @@ import pytest
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.services import kafka
+from cryptoflow.core.streams import KINDS
 from cryptoflow.supervisor import cryptoflow_argv
 from ingestion.simulator import SimulatorOptions, read_record, start_simulator_process
 from tests.candle_oracle import compare_candles, expected_candles
@@ -56,7 +57,9 @@ def closed_klines_cover(record: Path, symbols: list[str], last_minute: dict[str,
 
 
 def test_every_stream_kind_is_exact_under_faults_and_a_sigkill(settings, spark, unique, tmp_path):
-    s = isolated(settings, unique, tmp_path).replace(source="sim", sim_port=free_port())
+    s = isolated(settings, unique, tmp_path).replace(
+        source="sim", sim_port=free_port(), streams=",".join(KINDS)
+    )
     for topic in s.topics:
         kafka.ensure_topic(s, topic)
     record = tmp_path / "record.jsonl"
@@ -86,9 +89,8 @@ def test_every_stream_kind_is_exact_under_faults_and_a_sigkill(settings, spark, 
         assert_exact(s, trades, spark, spark_log)
         assert_aggregates_exact(s, read_record(record, "aggTrade"))
         assert_candles_exact(s, trades)
-        faults = read_record(record, "kline_faults")
-        received = assert_klines_as_sent(s, klines, faults)
-        assert_reconciled(s, trades, faults, received)
+        received = assert_klines_as_sent(s, record, klines)
+        assert_reconciled(s, trades, read_record(record, "kline_faults"), received)
         assert_book_tickers_as_sent(s, read_record(record, "bookTicker"))
         quarantined = pg_rows(
             s, "SELECT count(*) FROM quarantine WHERE topic = ANY(%s)", (s.topics,)
@@ -140,11 +142,12 @@ def assert_candles_exact(s: Settings, trades: list[dict]) -> None:
         pytest.fail(f"{len(found)} candle differences, first: {found[:5]}")
 
 
-def assert_klines_as_sent(s: Settings, klines: list[dict], faults: list[dict]) -> set:
+def assert_klines_as_sent(s: Settings, record: Path, klines: list[dict]) -> set:
     """exchange_klines holds every closed kline: as streamed (the altered field as sent), or
     from REST when its stream frame was held back (true values, trade ids unknown). Returns
-    the (symbol, minute) of the altered klines that reached us from the stream."""
-    sent = {(f["s"], f["t"]): f for f in faults}
+    the (symbol, minute) of the altered klines that reached us from the stream. ``klines``:
+    the closed klines recorded so far; the simulator keeps closing (empty) minutes, so the
+    record is read again for the rows that came after them."""
     want = {(k["s"], k["k"]["t"]): k["k"] for k in klines}
     columns = ("symbol", "open_ms", "source", *KLINE_FIELDS.values())
     query = (
@@ -154,8 +157,11 @@ def assert_klines_as_sent(s: Settings, klines: list[dict], faults: list[dict]) -
     )
     wait_until(lambda: len(dicts(s, columns, query, (s.symbols,))) >= len(want), 240,
                what=f"{len(want)} closed klines in exchange_klines")  # fmt: skip
+    rows = dicts(s, columns, query, (s.symbols,))
+    want = {(k["s"], k["k"]["t"]): k["k"] for k in read_record(record, "kline_1m")}
+    sent = {(f["s"], f["t"]): f for f in read_record(record, "kline_faults")}
     received = set()
-    for row in dicts(s, columns, query, (s.symbols,)):
+    for row in rows:
         key = (row["symbol"], row["open_ms"])
         true = want[key]
         for field, column in KLINE_FIELDS.items():

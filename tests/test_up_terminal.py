@@ -76,6 +76,7 @@ def _env(settings: Settings, marker: str) -> dict[str, str]:
 def _run_settings(settings: Settings, workdir: Path, **changes: object) -> Settings:
     """The session's services, this run's own topic, lake and checkpoints."""
     return settings.replace(
+        streams="trade",
         kafka_topic_prefix=f"terminal.{workdir.name}",
         lake_root=str(workdir / "lake"),
         checkpoint_root=str(workdir / "checkpoints"),
