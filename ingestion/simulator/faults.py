@@ -48,46 +48,46 @@ class IdSkipper:
             self._open[symbol][2] = trade_id
 
 
-class MalformedInjector:
+class EveryNth:
+    """Fires on every ``every``-th call of ``next`` (never when ``every`` <= 0), each time
+    with the next of ``choices`` in turn; ``fired`` counts the firings."""
+
+    def __init__(self, every: int, choices: tuple[str, ...]) -> None:
+        self.every = every
+        self._choices = choices
+        self._count = 0
+        self.fired = 0
+
+    def next(self) -> str | None:
+        if self.every <= 0:
+            return None
+        self._count += 1
+        if self._count < self.every:
+            return None
+        self._count = 0
+        choice = self._choices[self.fired % len(self._choices)]
+        self.fired += 1
+        return choice
+
+
+class MalformedInjector(EveryNth):
     """Says when to insert a malformed frame (after every ``every`` streamed records of one
     stream kind) and of which kind, cycling through ``MALFORMED_KINDS``."""
 
     def __init__(self, every: int) -> None:
-        self.every = every
-        self._count = 0
-        self.sent = 0
+        super().__init__(every, MALFORMED_KINDS)
+        self.after_trade = self.next
 
-    def after_trade(self) -> str | None:
-        if self.every <= 0:
-            return None
-        self._count += 1
-        if self._count < self.every:
-            return None
-        self._count = 0
-        kind = MALFORMED_KINDS[self.sent % len(MALFORMED_KINDS)]
-        self.sent += 1
-        return kind
+    @property
+    def sent(self) -> int:
+        """Malformed frames said so far."""
+        return self.fired
 
 
-class KlineFaulter:
+class KlineFaulter(EveryNth):
     """``--kline-fault-every N``: says which field of every Nth closed kline sent to alter,
     cycling through ``klines.FIELDS`` (o h l c v q n V Q f L)."""
 
     def __init__(self, every: int) -> None:
-        self.every = every
-        self._count = 0
-        self.altered = 0
-
-    def next_field(self) -> str | None:
-        if self.every <= 0:
-            return None
-        self._count += 1
-        if self._count < self.every:
-            return None
-        self._count = 0
-        key = _KLINE_KEYS[self.altered % len(_KLINE_KEYS)]
-        self.altered += 1
-        return key
-
-
-_KLINE_KEYS = tuple(FIELDS)
+        super().__init__(every, tuple(FIELDS))
+        self.next_field = self.next
