@@ -201,13 +201,13 @@ class PipelineBatch:
                 p.kind.name: self._classify(spark, evaluated, table, p, before[p.kind.name])
                 for p in self.plans
             }
-            unread = _unread_rows(table, self._quarantine_row)
+            quarantined = [q for part in parts.values() for q in part.quarantined]
+            quarantined += _unread_rows(table, self._quarantine_row)
             steps.mark("dedup")
             trades = parts[self.trades.kind.name]
             served = serve_batch(
                 pipeline_dsn(self.settings), app, batch_id, trades.new,
-                [q for part in parts.values() for q in part.quarantined] + unread,
-                self.gold, self.settings.mirror_retry_seconds,
+                quarantined, self.gold, self.settings.mirror_retry_seconds,
                 [(p.spec, parts[p.kind.name].served) for p in self.plans[1:]],
             )  # fmt: skip
             steps.mark("postgres")
@@ -221,7 +221,6 @@ class PipelineBatch:
             ]
             self._append_silver(spark, evaluated, self.trades, trades, batch_id)
             steps.mark("silver")
-            quarantined = [q for part in parts.values() for q in part.quarantined] + unread
             if quarantined:
                 q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
                 self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
