@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,23 @@ def test_up_with_faulty_simulator_is_exact(settings, spark, unique, tmp_path):
 
 def test_spark_killed_three_times_stays_exact(settings, spark, unique, tmp_path):
     s = isolated(settings, unique, tmp_path).replace(source="sim", sim_port=free_port())
+    killed_pipeline_stays_exact(s, spark, tmp_path, kills=3, rng=random.Random(unique))
+
+
+def killed_pipeline_stays_exact(
+    s: Settings,
+    spark,
+    tmp_path: Path,
+    kills: int,
+    rng: random.Random,
+    per_symbol: int = 400,
+    while_running: Callable[[], None] | None = None,
+) -> None:
+    """The simulator with faults, ingestion, and ``up --no-ingest`` SIGKILLed ``kills`` times
+    at random points of progress and restarted; then raw_trades, metrics and silver are exact.
+    ``while_running`` is called after that, the last pipeline still running. Also the body of
+    the Spark-cluster test (tests/test_spark_cluster.py): ``s`` chooses the master."""
     record = tmp_path / "record.jsonl"
-    per_symbol = 400
     sim = start_simulator_process(
         s,
         SimulatorOptions(seed=9, rate=40, max_trades=per_symbol, record=record, drop_every=6.0,
@@ -173,10 +189,9 @@ def test_spark_killed_three_times_stays_exact(settings, spark, unique, tmp_path)
     spark_argv = cryptoflow_argv("up", "--no-ingest", "--source", "sim", "--status-every", "5")
     jobs = start(spark_argv, s, spark_log)
     total = per_symbol * len(s.symbols)
-    rng = random.Random(unique)
     try:
-        # Three kills at random points of progress (fractions of the trades in raw_trades).
-        for fraction in sorted(rng.uniform(0.05, 0.8) for _ in range(3)):
+        # Kills at random points of progress (fractions of the trades in raw_trades).
+        for fraction in sorted(rng.uniform(0.05, 0.8) for _ in range(kills)):
             target = int(total * fraction)
             wait_until(lambda t=target: len(pg_trades(s, s.symbols)) >= t, 300,
                        what=f"{target} trades before a kill (log: {spark_log})")  # fmt: skip
@@ -186,6 +201,8 @@ def test_spark_killed_three_times_stays_exact(settings, spark, unique, tmp_path)
         trades = wait_until(lambda: recorded(record, s.symbols, per_symbol), 300,
                             what="the simulation")  # fmt: skip
         assert_exact(s, trades, spark, spark_log)
+        if while_running is not None:
+            while_running()
     finally:
         stop(jobs)
         stop(ingest)

@@ -82,6 +82,27 @@ class Settings:
     spark_master: str = _env("Spark master URL", "local[2]")
     spark_shuffle_partitions: int = _env("spark.sql.shuffle.partitions", 2)
     spark_driver_memory: str = _env("Spark driver heap", "1g")
+    spark_executor_memory: str = _env(
+        "Heap of each executor on a cluster (spark.executor.memory; Spark needs 450m at least)",
+        "512m",
+    )
+    spark_executor_cores: int = _env("Cores of each executor on a cluster", 1)
+    spark_python_archive: str = _env(
+        "A packed Python environment (venv-pack .tar.gz) shipped to a cluster's executors with "
+        "spark.archives, whose bin/python runs their Python; empty: they run this interpreter's "
+        "path, which then needs the same dependencies on every worker",
+        "",
+    )
+    spark_workers: int = _env(
+        "Workers of the local standalone Spark cluster (one executor's cores and memory each) "
+        "that `cryptoflow services up` and `up` start; the jobs then run on it instead of "
+        "CRYPTOFLOW_SPARK_MASTER. 0: no local cluster",
+        0,
+    )
+    spark_master_port: int = _env("Port of the local Spark cluster's master", 17077)
+    spark_master_ui_port: int = _env(
+        "Port of the local Spark cluster master's web UI and its /json/ status", 18090
+    )
     lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
     checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
     # --- The pipeline's streaming query (pipelines/job.py, `cryptoflow run`, `cryptoflow up`)
@@ -240,6 +261,13 @@ class Settings:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
 
     @property
+    def spark_master_url(self) -> str:
+        """The master the jobs use: the local cluster's (spark_workers > 0), else spark_master."""
+        if self.spark_workers > 0:
+            return f"spark://127.0.0.1:{self.spark_master_port}"
+        return self.spark_master
+
+    @property
     def lake(self) -> str:
         return self.lake_root or str((self.data_dir / "lake").resolve())
 
@@ -317,7 +345,7 @@ class Settings:
                 "topics": self.topics,
             },
             "postgres": {"embedded": self.embedded_postgres},
-            "spark_master": self.spark_master,
+            "spark_master": self.spark_master_url,
             "lake_root": self.lake,
             "tables": {t: self.table_path(t) for t in TABLES},
             "checkpoint_root": self.checkpoints,
@@ -435,6 +463,7 @@ def validate(s: Settings) -> None:
                  "delta_checkpoint_every"):  # fmt: skip
         if getattr(s, name) < 1:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+    _validate_spark_cluster(s)
     s.stream_kinds  # noqa: B018 - raises ConfigError naming an unknown kind
     if s.binance_time_unit not in TIME_UNITS:
         raise ConfigError(
@@ -443,6 +472,20 @@ def validate(s: Settings) -> None:
         )
     if s.watermark_seconds < 0:
         raise ConfigError("CRYPTOFLOW_WATERMARK_SECONDS must not be negative")
+
+
+def _validate_spark_cluster(s: Settings) -> None:
+    """A local cluster (spark_workers) and another master are two answers to one question."""
+    if s.spark_workers < 0 or s.spark_executor_cores < 1:
+        raise ConfigError(
+            "CRYPTOFLOW_SPARK_WORKERS must not be negative, CRYPTOFLOW_SPARK_EXECUTOR_CORES at "
+            "least 1"
+        )
+    if s.spark_workers and not s.spark_master.startswith("local"):
+        raise ConfigError(
+            f"CRYPTOFLOW_SPARK_WORKERS={s.spark_workers} starts a local cluster and runs the jobs "
+            f"on it, but CRYPTOFLOW_SPARK_MASTER={s.spark_master} names another master: set one"
+        )
 
 
 def settings_help() -> list[tuple[str, str, str]]:

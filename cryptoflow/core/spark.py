@@ -20,9 +20,18 @@ from pyspark import SparkContext, java_gateway
 from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import Settings
+from cryptoflow.core.executors import (
+    cluster_conf,
+    code_zip,
+    executor_python,
+    is_local,
+    is_loopback,
+    master_address,
+)
 from cryptoflow.core.jars import spark_classpath
 from cryptoflow.core.jvm import local_fs_conf, local_fs_jar
 from cryptoflow.core.logs import log_dir, verbose
+from cryptoflow.core.services import spark_cluster
 from cryptoflow.core.services.process import die_with_parent, java_binary
 
 log = logging.getLogger(__name__)
@@ -36,7 +45,7 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
     jars = ",".join(str(j) for j in spark_classpath(s.jar_cache))
     conf = {
         "spark.app.name": app_name,
-        "spark.master": s.spark_master,
+        "spark.master": s.spark_master_url,
         "spark.jars": jars,
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -79,9 +88,12 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
             "org.apache.spark.sql.execution.streaming.checkpointing."
             "FileSystemBasedCheckpointFileManager"
         )
-    nio_fs = local_fs_jar(s.jar_cache) if s.spark_master.startswith("local") else None
+    local = is_local(s.spark_master_url)
+    nio_fs = local_fs_jar(s.jar_cache) if local else None
     if nio_fs is not None:  # no process per file; a cheap _delta_log listing (cryptoflow.core.jvm)
         conf.update(local_fs_conf(nio_fs, s.jar_cache))
+    if not local:  # the project's code, Python and executor size (cryptoflow.core.executors)
+        conf.update(cluster_conf(s, code_zip(s.data_dir.resolve() / "spark-code")))
     return conf
 
 
@@ -150,10 +162,17 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     ``_OwnSessionPopen``): end it with ``stop_spark``."""
     java = java_binary()
     os.environ.setdefault("JAVA_HOME", os.path.dirname(os.path.dirname(os.path.realpath(java))))
-    if s.spark_master.startswith("local"):
+    master = s.spark_master_url
+    address = master_address(master)
+    if is_local(master) or (address is not None and is_loopback(address[0])):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if s.spark_workers:  # the local cluster, which `up` may be starting meanwhile
+        spark_cluster.wait_ready(s)
     # Python workers (``createDataFrame`` of local rows) otherwise start ``python3`` from
     # PATH, often not the project's interpreter; another minor version fails every task.
+    # pyspark tells executors to run this variable's interpreter (``executor_python``).
+    if s.spark_python_archive and not is_local(master):
+        os.environ["PYSPARK_PYTHON"] = executor_python(s)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(s, app_name).items():
@@ -161,7 +180,7 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     with _jvm_in_own_session(), _jvm_output_to(None if verbose() else log_dir(s) / "spark.log"):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    log.info("spark session master=%s version=%s", s.spark_master, spark.version)
+    log.info("spark session master=%s version=%s", master, spark.version)
     return spark
 
 

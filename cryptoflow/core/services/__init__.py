@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from cryptoflow.core import db
 from cryptoflow.core.config import Settings, mask_dsn
 from cryptoflow.core.errors import ServiceError
-from cryptoflow.core.services import kafka, postgres
+from cryptoflow.core.services import kafka, postgres, spark_cluster
 
 Progress = Callable[[str], None]
 
@@ -45,6 +45,9 @@ def up(s: Settings, progress: Progress = print, started: list[str] | None = None
         jobs.append(("postgres", postgres.start, f"on 127.0.0.1:{s.postgres_port}"))
     else:
         progress(f"postgres: external at {mask_dsn(s.postgres_dsn)}, not started here")
+    if s.spark_workers:  # the local Spark cluster (CRYPTOFLOW_SPARK_WORKERS)
+        where = f"at {s.spark_master_url} with {s.spark_workers} workers"
+        jobs.append(("spark", spark_cluster.start, where))
 
     def start(name: str, start_fn: Callable[[Settings], bool], where: str) -> None:
         t0 = time.monotonic()
@@ -64,7 +67,9 @@ def up(s: Settings, progress: Progress = print, started: list[str] | None = None
 
 
 def down(
-    s: Settings, progress: Progress = print, only: tuple[str, ...] = ("postgres", "kafka")
+    s: Settings,
+    progress: Progress = print,
+    only: tuple[str, ...] = ("postgres", "kafka", "spark"),
 ) -> None:
     """Stop the embedded services (``only`` those named), side by side (the broker's
     controlled shutdown takes seconds); their data stays under the data dir."""
@@ -73,6 +78,8 @@ def down(
         jobs.append(("postgres", postgres.stop))
     if s.embedded_kafka and "kafka" in only:
         jobs.append(("kafka", kafka.stop))
+    if "spark" in only and (s.spark_workers or spark_cluster.running(s)):
+        jobs.append(("spark", spark_cluster.stop))
 
     def stop(name: str, stop_fn: Callable[[Settings], bool]) -> None:
         progress(f"{name}: {'stopped' if stop_fn(s) else 'was not running'}")
@@ -86,7 +93,8 @@ def down(
 def embedded_running(s: Settings) -> list[str]:
     """The embedded services running now (whoever started them)."""
     names = ["kafka"] if s.embedded_kafka and kafka.running(s) else []
-    return names + (["postgres"] if s.embedded_postgres and postgres.running(s) else [])
+    names += ["postgres"] if s.embedded_postgres and postgres.running(s) else []
+    return names + (["spark"] if spark_cluster.running(s) else [])
 
 
 def status(s: Settings) -> list[ServiceStatus]:
@@ -113,6 +121,8 @@ def status(s: Settings) -> list[ServiceStatus]:
         except ServiceError as e:
             p_detail = str(e)
     out.append(ServiceStatus("postgres", mode, p_ok, p_detail))
+    if s.spark_workers:
+        out.append(ServiceStatus("spark", "embedded", *spark_cluster.health(s)))
     return out
 
 
