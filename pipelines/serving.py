@@ -133,15 +133,51 @@ def stage_rows(cur: psycopg2.extensions.cursor, spec: UpsertSpec, rows: Rows) ->
     cur.execute(sql.SQL("TRUNCATE {}").format(stage))
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     _copy_into(cur, sql.SQL("{} ({})").format(stage, cols), spec.columns, rows)
+    if spec.table in DAY_PARTITIONED:
+        ensure_day_partitions(cur, spec.table, stage)
     return stage
 
 
+#: Serving tables partitioned by the UTC day of a time column (sql/090_day_partitions.sql).
+DAY_PARTITIONED = {"raw_trades": "trade_time", "metrics": "window_start"}
+
+
+def serving_key(table: str, key: tuple[str, ...]) -> tuple[str, ...]:
+    """A serving table's unique key: ``key`` plus its partition column, which a partitioned
+    table's unique keys must hold (a replayed row has the same time: still exactly once)."""
+    column = DAY_PARTITIONED.get(table)
+    return key if column is None or column in key else (*key, column)
+
+
+def ensure_day_partitions(
+    cur: psycopg2.extensions.cursor, table: str, stage: sql.Identifier
+) -> int:
+    """Create the missing day partitions of ``table`` for the days of the rows staged in
+    ``stage``, before they are inserted, so that no row finds its day missing. Days that
+    exist cost one catalogue look-up each; a missing one is created and attached by
+    ``serving_ensure_days`` (SECURITY DEFINER: the pipeline's login has no other DDL right).
+    Runs in the caller's transaction: a rollback takes the new partitions with it."""
+    cur.execute(
+        sql.SQL(
+            "SELECT serving_ensure_days(%s::regclass, ARRAY("
+            "SELECT DISTINCT ({col} AT TIME ZONE 'UTC')::date FROM {stage}))"
+        ).format(col=sql.Identifier(DAY_PARTITIONED[table]), stage=stage),
+        (table,),
+    )
+    made = cur.fetchone()[0]
+    if made:
+        log.info("serving partitions created table=%s days=%d", table, made)
+    return made
+
+
 def upsert_statement(spec: UpsertSpec, stage: sql.Identifier) -> sql.Composed:
-    """``INSERT INTO spec.table SELECT ... FROM stage ON CONFLICT (key) ...`` (module doc)."""
+    """``INSERT INTO spec.table SELECT ... FROM stage ON CONFLICT (key) ...`` (module doc); the
+    key of a day-partitioned table holds its partition column (``serving_key``)."""
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
-    keys = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
+    key = serving_key(spec.table, spec.key)
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in key)
     if spec.update or spec.final:
-        others = [c for c in spec.columns if c not in spec.key]
+        others = [c for c in spec.columns if c not in key]
         action = sql.SQL("DO UPDATE SET {sets} WHERE ({mine}) IS DISTINCT FROM ({theirs})").format(
             sets=sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others

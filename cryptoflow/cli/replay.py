@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 
 from cryptoflow.core.config import Settings
 
@@ -19,10 +20,29 @@ def register(sub: argparse._SubParsersAction) -> None:
             "rebuilt tables, and gold is rebuilt too. gold: the window sums are recomputed "
             "from silver and replace metric_sums, metrics and Delta gold. Stop the pipeline "
             "first; its query's checkpoint is left alone and it resumes where it stopped. "
-            "Without --from-* everything is rebuilt."
+            "Without --from-* everything is rebuilt. serving: refill PostgreSQL's raw_trades "
+            "and metrics of the UTC days --day .. --until from silver and metric_sums (e.g. "
+            "days CRYPTOFLOW_SERVING_RETENTION_DAYS dropped); rows already there stay; safe "
+            "while the pipeline runs."
         ),
     )
-    p.add_argument("stage", choices=("silver", "gold"), help="the stage to rebuild")
+    p.add_argument(
+        "stage",
+        choices=("silver", "gold", "serving"),
+        help="the stage to rebuild (serving: refill PostgreSQL days from the lake)",
+    )
+    p.add_argument(
+        "--day",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="serving: the first UTC day to refill",
+    )
+    p.add_argument(
+        "--until",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="serving: the last UTC day to refill (default: --day)",
+    )
     start = p.add_mutually_exclusive_group()
     start.add_argument(
         "--from-version",
@@ -48,6 +68,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.ops.batches import attach_recorder
     from pipelines.ops.replay import replay
 
+    if args.stage == "serving":
+        return refill(settings, args)
     spark = get_spark(settings, f"cryptoflow-replay-{args.stage}")
     attach_recorder(spark, settings)
     r = replay(spark, settings, args.stage, args.from_version, args.from_timestamp, args.force)
@@ -61,5 +83,21 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"undo: RESTORE to version {r.previous_version} of {r.stage}; old checkpoint: "
         f"{r.checkpoint_moved_to or '(none)'}"
+    )
+    return 0
+
+
+def refill(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptoflow.core.spark import get_spark
+    from pipelines.ops.refill import refill_days
+
+    if args.day is None:
+        raise SystemExit("cryptoflow replay serving: --day YYYY-MM-DD is required")
+    spark = get_spark(settings, "cryptoflow-replay-serving")
+    r = refill_days(spark, settings, args.day, args.until or args.day)
+    print(
+        f"refilled {r.first}..{r.last}: {r.silver_rows} trades in silver, "
+        f"{r.trades_inserted} inserted into raw_trades, {r.windows} metrics windows, "
+        f"{r.seconds:.1f}s"
     )
     return 0

@@ -239,6 +239,12 @@ class Settings:
         "Attempts of a compaction that lost a race with a concurrent commit before it gives up",
         5,
     )
+    serving_retention_days: int = _env(
+        "Days of raw_trades and metrics PostgreSQL keeps: `maintain` drops the day partitions "
+        "wholly older than this (the lake keeps everything; `replay serving --day` refills a "
+        "day). 0: keep every day, right for a replay of old CSV files",
+        0,
+    )
     status_refresh_seconds: int = _env("Seconds between refreshes of `cryptoflow status`", 3)
     status_batches: int = _env("Recent micro-batches per job shown by `cryptoflow status`", 5)
     # --- Dashboard (`cryptoflow dashboard`, the built-in live page)

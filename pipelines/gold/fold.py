@@ -82,7 +82,7 @@ def fold_statement(columns: Sequence[str], stage: sql.Identifier) -> sql.Compose
     return sql.SQL(
         "WITH n AS ("
         " INSERT INTO raw_trades ({cols}) SELECT {cols} FROM {stage}"
-        " ON CONFLICT (symbol, trade_id) DO NOTHING"
+        " ON CONFLICT (symbol, trade_id, trade_time) DO NOTHING"
         " RETURNING symbol, trade_id, price, quantity, is_buyer_maker, trade_time, {latencies}),"
         " {candles}"
         " INSERT INTO metric_sums AS m (symbol, window_seconds, window_start, {names},"

@@ -22,7 +22,9 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import TABLES, Settings
 from cryptoflow.core.errors import CryptoflowError
+from cryptoflow.core.services.postgres import admin_dsn
 from pipelines.jvm import jvm
+from pipelines.ops.retention import DayPartition, drop_expired, ensure_ahead
 from pipelines.ops.tables import table_path
 
 log = logging.getLogger(__name__)
@@ -240,3 +242,12 @@ def maintain(
             maintain_table(spark, settings, name, hours, dry_run, all_partitions, set_properties)
         )
     return reports
+
+
+def maintain_serving(settings: Settings, dry_run: bool = False) -> list[DayPartition]:
+    """PostgreSQL's serving tables: make the next days' partitions, drop those older than
+    ``serving_retention_days`` (``pipelines.ops.retention``); returns the dropped ones."""
+    dsn = admin_dsn(settings)
+    if not dry_run:
+        ensure_ahead(dsn)
+    return drop_expired(dsn, settings.serving_retention_days, dry_run=dry_run)
