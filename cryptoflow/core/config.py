@@ -53,9 +53,19 @@ class Settings:
     kafka_bootstrap_servers: str = _env(
         "External Kafka bootstrap servers; empty starts the embedded broker", ""
     )
-    kafka_port: int = _env("Port of the embedded broker", 19092)
-    kafka_controller_port: int = _env("KRaft controller port of the embedded broker", 19093)
-    kafka_heap: str = _env("JVM heap of the embedded broker", "512m")
+    kafka_brokers: int = _env(
+        "Embedded KRaft brokers, each also a controller voter: 1, or 3 for a replicated "
+        "cluster (topics with replication factor 3 and min.insync.replicas 2) that survives "
+        "one broker's death",
+        1,
+    )
+    kafka_port: int = _env(
+        "Port of the embedded broker; broker n of several listens on it + 2(n-1)", 19092
+    )
+    kafka_controller_port: int = _env(
+        "KRaft controller port of the embedded broker; broker n's is it + 2(n-1)", 19093
+    )
+    kafka_heap: str = _env("JVM heap of each embedded broker", "512m")
     kafka_topic_prefix: str = _env(
         "Prefix of the topics of raw exchange frames: <prefix>.<kind>.raw, one per stream kind "
         "(binance.trades.raw, binance.aggtrades.raw, binance.klines.raw, binance.bookticker.raw)",
@@ -264,7 +274,20 @@ class Settings:
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+        """The external cluster's bootstrap servers, or every embedded broker."""
+        return self.kafka_bootstrap_servers or ",".join(
+            f"127.0.0.1:{port}" for port in self.kafka_broker_ports
+        )
+
+    @property
+    def kafka_broker_ports(self) -> list[int]:
+        """Client port of each embedded broker (node 1, 2, ...): kafka_port + 2(n-1)."""
+        return [self.kafka_port + 2 * n for n in range(self.kafka_brokers)]
+
+    @property
+    def kafka_controller_ports(self) -> list[int]:
+        """Controller port of each embedded broker: kafka_controller_port + 2(n-1)."""
+        return [self.kafka_controller_port + 2 * n for n in range(self.kafka_brokers)]
 
     @property
     def spark_master_url(self) -> str:
@@ -470,6 +493,7 @@ def validate(s: Settings) -> None:
         if getattr(s, name) < 1:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
     _validate_spark_cluster(s)
+    _validate_kafka_brokers(s)
     s.stream_kinds  # noqa: B018 - raises ConfigError naming an unknown kind
     if s.binance_time_unit not in TIME_UNITS:
         raise ConfigError(
@@ -491,6 +515,26 @@ def _validate_spark_cluster(s: Settings) -> None:
         raise ConfigError(
             f"CRYPTOFLOW_SPARK_WORKERS={s.spark_workers} starts a local cluster and runs the jobs "
             f"on it, but CRYPTOFLOW_SPARK_MASTER={s.spark_master} names another master: set one"
+        )
+
+
+#: Most embedded brokers: each is a JVM and a controller voter on this one machine.
+MAX_KAFKA_BROKERS = 9
+
+
+def _validate_kafka_brokers(s: Settings) -> None:
+    """The embedded brokers' count, and ports that neither collide nor run past 65535."""
+    if not 1 <= s.kafka_brokers <= MAX_KAFKA_BROKERS:
+        raise ConfigError(
+            f"CRYPTOFLOW_KAFKA_BROKERS={s.kafka_brokers}: expected 1 to {MAX_KAFKA_BROKERS} "
+            "(3 for a replicated cluster)"
+        )
+    ports = s.kafka_broker_ports + s.kafka_controller_ports
+    if len(set(ports)) < len(ports) or max(ports) > 65535:
+        raise ConfigError(
+            f"CRYPTOFLOW_KAFKA_PORT={s.kafka_port} and CRYPTOFLOW_KAFKA_CONTROLLER_PORT="
+            f"{s.kafka_controller_port}: {s.kafka_brokers} brokers need the ports port + 2(n-1) "
+            "and controller port + 2(n-1), all different and at most 65535 (e.g. 19092 and 19093)"
         )
 
 

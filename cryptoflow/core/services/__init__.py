@@ -1,4 +1,4 @@
-"""Backing services: the embedded Kafka broker and PostgreSQL cluster, or external ones.
+"""Backing services: the embedded Kafka broker(s) and PostgreSQL cluster, or external ones.
 
 ``up`` / ``down`` / ``status`` act only on what is embedded; configured external services are
 checked for reachability and otherwise left alone.
@@ -99,12 +99,7 @@ def embedded_running(s: Settings) -> list[str]:
 
 def status(s: Settings) -> list[ServiceStatus]:
     """Health of each service, embedded or external."""
-    mode = "embedded" if s.embedded_kafka else "external"
-    k_ok = kafka.healthy(s, timeout=3)
-    k_detail = f"{s.bootstrap_servers} " + ("answers metadata requests" if k_ok else "unreachable")
-    if s.embedded_kafka and not kafka.running(s):
-        k_detail = "not running (cryptoflow services up)"
-    out = [ServiceStatus("kafka", mode, k_ok, k_detail)]
+    out = [_kafka_status(s)]
 
     mode = "embedded" if s.embedded_postgres else "external"
     # The embedded cluster is probed as its admin: the app login exists only after setup.
@@ -124,6 +119,26 @@ def status(s: Settings) -> list[ServiceStatus]:
     if s.spark_workers:
         out.append(ServiceStatus("spark", "embedded", *spark_cluster.health(s)))
     return out
+
+
+def _kafka_status(s: Settings) -> ServiceStatus:
+    """Kafka answers metadata requests; embedded, every broker runs (one down: degraded)."""
+    mode = "embedded" if s.embedded_kafka else "external"
+    k_ok = kafka.healthy(s, timeout=3)
+    k_detail = f"{s.bootstrap_servers} " + ("answers metadata requests" if k_ok else "unreachable")
+    alive = kafka.running_nodes(s) if s.embedded_kafka else []
+    if s.embedded_kafka and not alive:
+        return ServiceStatus("kafka", mode, False, "not running (cryptoflow services up)")
+    if s.embedded_kafka and len(alive) < s.kafka_brokers:
+        down = ", ".join(str(n) for n in range(1, s.kafka_brokers + 1) if n not in alive)
+        k_detail += (
+            f"; {len(alive)} of {s.kafka_brokers} brokers running, node(s) {down} down "
+            "(cryptoflow services up restarts them)"
+        )
+        k_ok = False
+    elif s.embedded_kafka and s.kafka_brokers > 1:
+        k_detail += f"; {s.kafka_brokers} brokers running"
+    return ServiceStatus("kafka", mode, k_ok, k_detail)
 
 
 def _has_creds(s: Settings) -> bool:
