@@ -5,7 +5,8 @@ project's own session factory, and prints what they saw as one JSON line:
 
 For each of ``CRYPTOFLOW_SPARK_EXECUTOR_*``-sized tasks (one per executor core of the
 cluster): the file ``pipelines.batch`` was imported from (inside the shipped code zip, not
-the checkout), the interpreter, and the pid and working directory of the Python worker.
+the checkout), the interpreter, and the pid and working directory of the Python worker;
+and the file the driver imported ``pipelines.batch`` from (the checkout).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ def main() -> None:
         partitions = 4
         seen = sc.parallelize(range(partitions), partitions).mapPartitions(_seen).collect()
         executors = sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-        print(json.dumps({"master": sc.master, "executors": executors, "tasks": seen}))
+        import pipelines.batch  # the driver's own import, after the session started
+
+        print(json.dumps({"master": sc.master, "executors": executors, "tasks": seen,
+                          "driver_module": pipelines.batch.__file__}))  # fmt: skip
     finally:
         stop_spark(spark)
 

@@ -26,6 +26,7 @@ from cryptoflow.core.executors import (
     cluster_conf,
     code_files,
     code_zip,
+    drop_code_zip_from_path,
     is_local,
     master_address,
 )
@@ -138,6 +139,15 @@ def test_executors_import_the_shipped_code(cluster: Settings):
     for task in seen["tasks"]:
         assert "/cryptoflow-code-" in task["module"] and ".zip/" in task["module"], task
         assert task["python"] == sys.executable
+    # the driver imports the project as installed, not from the zip
+    assert seen["driver_module"] == str(ROOT / "pipelines" / "batch.py")
+
+
+def test_the_driver_does_not_import_from_the_zip(monkeypatch, tmp_path):
+    code = str(tmp_path / "userFiles-1" / "cryptoflow-code-0123456789abcdef.zip")
+    monkeypatch.setattr(sys, "path", ["/venv/site-packages", code, "/work"])
+    drop_code_zip_from_path()
+    assert sys.path == ["/venv/site-packages", "/work"]
 
 
 def _tasks_finished_per_worker(s: Settings, app_ids: set[str]) -> dict[int, int]:

@@ -31,6 +31,8 @@ PACKAGES = ("cryptoflow", "pipelines", "ingestion", "expectations")
 ROOT = Path(__file__).resolve().parents[2]
 #: Where ``spark.archives`` unpacks the packed environment in each executor's directory.
 ARCHIVE_ALIAS = "pyenv"
+#: The code zip's name before its content hash.
+ZIP_PREFIX = "cryptoflow-code-"
 #: A fixed time for every zip entry, so the same files make the same zip.
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -85,7 +87,7 @@ def code_zip(directory: Path, root: Path = ROOT) -> Path:
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    target = directory / f"cryptoflow-code-{digest.hexdigest()[:16]}.zip"
+    target = directory / f"{ZIP_PREFIX}{digest.hexdigest()[:16]}.zip"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,14 @@ def code_zip(directory: Path, root: Path = ROOT) -> Path:
     staging.replace(target)  # atomic: a concurrent build writes the same bytes
     log.info("built %s files=%d bytes=%d", target, len(files), target.stat().st_size)
     return target
+
+
+def drop_code_zip_from_path() -> None:
+    """Take the code zip off this (the driver's) ``sys.path``, where pyspark puts every
+    ``spark.submit.pyFiles`` entry: the driver imports the project as installed, like under
+    ``local``. Else a module first imported later came from the zip, a snapshot of the code
+    at the session's start, beside modules imported before from the checkout."""
+    sys.path[:] = [p for p in sys.path if not Path(p).name.startswith(ZIP_PREFIX)]
 
 
 def executor_python(s: Settings) -> str:

@@ -23,6 +23,7 @@ from cryptoflow.core.config import Settings
 from cryptoflow.core.executors import (
     cluster_conf,
     code_zip,
+    drop_code_zip_from_path,
     executor_python,
     is_local,
     is_loopback,
@@ -180,6 +181,8 @@ def get_spark(s: Settings, app_name: str = "cryptoflow") -> SparkSession:
     with _jvm_in_own_session(), _jvm_output_to(None if verbose() else log_dir(s) / "spark.log"):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if not is_local(master):
+        drop_code_zip_from_path()  # the zip is the executors'
     log.info("spark session master=%s version=%s", master, spark.version)
     return spark
 
