@@ -160,9 +160,12 @@ VIEWS: tuple[View, ...] = (
 #: Tables the views read that other parts of the pipeline create; absent ones are reported.
 TABLE_EXISTS = "SELECT to_regclass(%(table)s) IS NOT NULL"
 
-#: Newest serving-table activity, for the page header.
+#: Newest serving-table activity, for the page header. metrics is partitioned by window_start
+#: (docs/serving.md): the newest window_end is sought in the last day of windows only.
 FRESHNESS = """SELECT (SELECT max(trade_time) FROM raw_trades) AS last_trade,
-                      (SELECT max(window_end) FROM metrics) AS last_window,
+                      (SELECT max(window_end) FROM metrics WHERE window_start >=
+                          (SELECT max(window_start) FROM metrics) - interval '1 day')
+                          AS last_window,
                       (SELECT count(*) FROM raw_trades WHERE trade_time >= %(since)s) AS trades"""
 
 
