@@ -339,7 +339,7 @@ def main() -> int:
             t0 = time.monotonic()
             filled = fill(admin, size, per_day, filled)
             fill_s = time.monotonic() - t0
-            at = {"rows": filled * per_day, "days": filled, "fill_s": fill_s}
+            at: dict = {"rows": filled * per_day, "days": filled, "fill_s": fill_s}
             at["queries"] = time_queries(reader, args.runs)
             at["upsert"] = upsert_rate(writer, admin, size, args.batch, args.batches)
             result["at"][str(size)] = at

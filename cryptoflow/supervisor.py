@@ -380,12 +380,15 @@ def run_pipeline(
                 child.start()  # it needs Kafka only
         board.activity = "starting the pipeline's query" if spark is not None else None
         if spark is not None and not stop.is_set():
+            from cryptoflow.core.services.postgres import admin_dsn
             from expectations.schedule import PeriodicValidation
             from pipelines import job
+            from pipelines.ops.retention import start_periodic
             from pipelines.progress import FailureLogger
 
             spark.streams.addListener(FailureLogger())
             validation = PeriodicValidation(spark, settings).start()
+            start_periodic(admin_dsn(settings), settings.serving_retention_days)
             runner = StageRunner(job.QUERY, lambda: job.start(spark, settings))
             runner.start()
             runners.append(runner)

@@ -6,19 +6,23 @@ docs/serving.md). Writers create the day of any row they insert (``pipelines.ser
 the partitions wholly older than ``CRYPTOFLOW_SERVING_RETENTION_DAYS`` (0: keep every day) as
 one ``DROP TABLE`` each: no row-by-row DELETE, no bloat. The lake keeps every trade:
 ``cryptoflow replay serving --day D`` refills a dropped day (``pipelines.ops.refill``).
-Both need the admin login (DDL); ``cryptoflow maintain`` runs them.
+Both need the admin login (DDL); ``cryptoflow maintain`` runs them, and ``cryptoflow up``
+every hour while retention is on (``start_periodic``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from psycopg2 import sql
 
 from cryptoflow.core.db import connect
+from cryptoflow.core.errors import first_line
 from pipelines.serving import DAY_PARTITIONED
 
 log = logging.getLogger(__name__)
@@ -116,3 +120,30 @@ def drop_partitions(dsn: str, parts: list[DayPartition], why: str) -> None:
             )  # fmt: skip
     finally:
         conn.close()
+
+
+#: How often ``cryptoflow up`` applies the retention while it runs.
+PERIOD_S = 3600.0
+
+
+def start_periodic(dsn: str, retention_days: int, period_s: float = PERIOD_S) -> bool:
+    """In ``cryptoflow up``: a daemon thread that makes the next days' partitions and drops
+    the expired ones every ``period_s`` (first at once); nothing when retention is off
+    (0). A failed round (PostgreSQL down) is one log line, retried next round. Returns
+    whether it started."""
+    if retention_days <= 0:
+        return False
+
+    def loop() -> None:
+        while True:
+            try:
+                ensure_ahead(dsn)
+                drop_expired(dsn, retention_days)
+            except Exception as e:  # noqa: BLE001 (housekeeping never stops the pipeline)
+                log.warning("serving retention round failed: %s", first_line(e))
+            time.sleep(period_s)
+
+    threading.Thread(target=loop, name="serving-retention", daemon=True).start()
+    log.info("serving retention every %.0f s: days older than %d dropped", period_s,
+             retention_days)  # fmt: skip
+    return True
