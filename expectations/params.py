@@ -76,7 +76,7 @@ def suite_parameters(s: Settings, now: datetime | None = None) -> dict[str, Para
         "max_trade_time": Param(
             now + timedelta(seconds=future),
             # The batch's processing time: a replayed batch decides the same way.
-            f"coalesce(spark_time, current_timestamp()) + make_dt_interval(0, 0, 0, {future})",
+            f"spark_time + make_dt_interval(0, 0, 0, {future})",
         ),
         "max_latency_ms": Param(s.dq_max_latency_ms, sql_literal(s.dq_max_latency_ms)),
         "event_before_trade_ms": Param(

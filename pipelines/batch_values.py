@@ -11,9 +11,10 @@ substring of ``anchor``, a string column that is never NULL: that keeps constant
 (and its pushing of casts into CASE branches) from turning the conversion back into a
 literal.
 
-This works for values known when the DataFrame is built (in ``foreachBatch``). It cannot
-help ``current_timestamp()`` inside a streaming plan: Structured Streaming substitutes the
-batch timestamp after optimization, as an expression whose code holds the value inline.
+This works for values known when the DataFrame is built (in ``foreachBatch``). Inside a
+streaming plan, ``current_timestamp()`` is the batch timestamp that Structured Streaming
+substitutes after optimization, as a literal; ``batch_timestamp`` keeps it out of the
+generated code by evaluating it in an expression that Spark never compiles (``reflect``).
 """
 
 from __future__ import annotations
@@ -33,3 +34,17 @@ def opaque_timestamp(ts: Column, anchor: Column) -> Column:
     """``ts`` (a foldable timestamp, e.g. a literal), to the microsecond, as a column whose
     generated code does not contain it (``anchor`` as above)."""
     return F.timestamp_micros(opaque_long(F.unix_micros(ts), anchor))
+
+
+def batch_timestamp() -> Column:
+    """The micro-batch's timestamp (to the ms, as Spark keeps it) inside a streaming plan:
+    ``current_timestamp()``, which Structured Streaming fixes per batch from its offset log,
+    evaluated by ``reflect``, an interpreted expression whose children stay out of the
+    generated source. Written as ``current_timestamp()``, the value sat inline in the code
+    of the query's parse and validation stage, so every batch compiled that stage anew.
+    An interpreted expression also keeps its own projection out of whole-stage code: select
+    it on its own, before the heavy work (``parse_frames``)."""
+    return F.expr(
+        "timestamp_micros(cast(reflect('java.lang.String', 'valueOf', "
+        "unix_micros(current_timestamp())) as bigint))"
+    )
