@@ -10,10 +10,11 @@ from importlib.metadata import version
 from cryptoflow.core import db, services
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import ServiceError
-from cryptoflow.core.jars import KAFKA_JARS, SPARK_JARS, ensure_jars, jar_paths
+from cryptoflow.core.jars import KAFKA_JARS, S3_JARS, SPARK_JARS, ensure_jars, jar_paths
 from cryptoflow.core.jvm import local_fs_jar
 from cryptoflow.core.services import kafka, postgres
 from cryptoflow.core.services.process import java_binary
+from cryptoflow.core.tools import ensure_weed
 from expectations.docs_assets import ASSETS, ensure_docs_assets
 
 PINNED = ("pyspark", "delta-spark", "great-expectations", "confluent-kafka", "websockets")
@@ -36,6 +37,10 @@ def setup_steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callabl
     def hadoop_fs() -> str:
         jar = local_fs_jar(s.jar_cache)
         return str(jar) if jar else "no javac: Hadoop's own (a process per file written)"
+
+    def seaweedfs() -> str:
+        path, built = ensure_weed(s.tool_cache)
+        return f"{'built' if built else 'cached'} {path}"
 
     def docs_assets() -> str:
         try:
@@ -75,6 +80,10 @@ def setup_steps(s: Settings, jars_only: bool = False) -> list[tuple[str, Callabl
     ]
     if s.embedded_kafka:
         steps.append(("kafka jars", jars(KAFKA_JARS)))
+    if s.s3a_roots:  # the lake or the checkpoints on object storage
+        steps.append(("s3a jars", jars(S3_JARS)))
+    if s.embedded_s3:
+        steps.append(("seaweedfs", seaweedfs))
     steps.append(("docs assets", docs_assets))
     if jars_only:
         return steps

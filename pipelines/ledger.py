@@ -27,7 +27,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from pipelines.jvm import jvm
-from pipelines.ops.checkpoints import local_path
+from pipelines.ops.files import Files, join
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,10 @@ def query_id_reader(checkpoint: str) -> Callable[[SparkSession], str]:
     """A function reading the query id Spark stored in ``<checkpoint>/metadata``. A new
     checkpoint gets a new id, so its batch numbers never collide with older ones. A local
     checkpoint's file is read as a file (a Spark job took a second of a cold JVM's first
-    batch); one on an object store through Spark."""
+    batch), one on an object store through the session's Hadoop file system."""
 
     def read(spark: SparkSession) -> str:
-        local = local_path(checkpoint)
-        if local is not None:
-            text = (local / "metadata").read_text().splitlines()[0]
-        else:
-            text = spark.read.text(f"{checkpoint.rstrip('/')}/metadata").take(1)[0].value
+        text = Files().read_text(join(checkpoint, "metadata")).splitlines()[0]
         return json.loads(text)["id"]
 
     return read
@@ -86,18 +82,15 @@ def created_empty(spark: SparkSession, path: str) -> bool:
     file (``createIfNotExists``, as ``pipelines.job.ensure_lake`` makes the tables): no
     batch has committed to it and it holds no row. Asked without a Spark job, which on a
     cold JVM cost a fresh lake's first batch ~3 s (the history and a scan of silver): the
-    log's version from a listing, then commit 0's actions read as a file. A table on an
-    object store is never taken for empty."""
-    local = local_path(path)
-    if local is None:
-        return False
+    log's version from a listing, then commit 0's actions read as a file (on an object
+    store, through the session's Hadoop file system)."""
     view = jvm(spark)
     delta_log = view.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
     snapshot = delta_log.update(False, view.scala.Option.empty(), view.scala.Option.empty())
     if snapshot.version() != 0:
         return False
     try:
-        lines = (local / "_delta_log" / f"{0:020d}.json").read_text().splitlines()
+        lines = Files().read_text(join(path, "_delta_log", f"{0:020d}.json")).splitlines()
     except OSError:
         return False
     return not any("add" in json.loads(line) for line in lines if line.strip())

@@ -4,6 +4,8 @@
 #                    server binaries (only when missing), plus, with --test, the packages
 #                    listed in .ci/apt-packages.txt;
 #   uv (from PyPI, when missing) and the locked Python dependencies (uv sync --frozen).
+#   with --test, the tests' S3 server: SeaweedFS's `weed`, built with Go (the Go module proxy)
+#                    once per machine into the tool cache (cryptoflow/core/tools.py).
 # It never downloads a Python interpreter: uv uses the machine's Python 3.11.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,3 +52,10 @@ else
 fi
 say "python dependencies (uv sync --frozen)"
 "${UV[@]}" sync --frozen --quiet
+
+if [ "$want_test" -eq 1 ]; then
+  # Go's official tarball installs into /usr/local/go, often not on PATH.
+  if [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
+  say "seaweedfs for the object-storage tests (built once, minutes; then cached)"
+  "${UV[@]}" run --frozen python -m cryptoflow.core.tools
+fi

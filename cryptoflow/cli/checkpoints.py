@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the newest planned and committed micro-batch, when it committed, and the source "
             "position of the newest batch (Kafka offsets per partition for the pipeline's "
             "query, Delta version/index for a rebuild from bronze), with the job/source/sink "
-            "the checkpoint belongs to. Reads the files only: no Spark, works while the jobs run."
+            "the checkpoint belongs to. Reads the files only: no Spark, works while the jobs run "
+            "(checkpoints on an object store, s3a://, are read through a Spark session's Hadoop "
+            "file system, which starts a JVM)."
         ),
     )
     p.add_argument(

@@ -8,6 +8,7 @@ import json
 from cryptoflow.core import services
 from cryptoflow.core.config import Settings
 from cryptoflow.core.jars import KAFKA_JARS, ensure_jars
+from cryptoflow.core.tools import ensure_weed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_up(settings: Settings, args: argparse.Namespace) -> int:
     if settings.embedded_kafka:
         ensure_jars(settings.jar_cache, KAFKA_JARS, settings.maven_repo)
+    if settings.embedded_s3:  # built once per machine (minutes)
+        ensure_weed(settings.tool_cache)
     services.up(settings)
     return 0
 

@@ -49,6 +49,10 @@ class Settings:
     maven_repo: str = _env(
         "Maven repository the JARs come from", "https://repo.maven.apache.org/maven2"
     )
+    tool_cache: Path = _env(
+        "Where binaries built from source are cached (the embedded SeaweedFS's weed)",
+        Path.home() / ".cache" / "cryptoflow" / "tools",
+    )
     # --- Kafka
     kafka_bootstrap_servers: str = _env(
         "External Kafka bootstrap servers; empty starts the embedded broker", ""
@@ -115,6 +119,27 @@ class Settings:
     )
     lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
     checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
+    # --- Object storage: an s3a:// lake or checkpoint root (docs/object-storage.md)
+    s3_endpoint: str = _env(
+        "S3 endpoint of the s3a:// roots (http[s]://host[:port]; AWS: "
+        "https://s3.<region>.amazonaws.com); empty with an s3a:// root starts the embedded "
+        "SeaweedFS",
+        "",
+    )
+    s3_access_key: str = _env(
+        "S3 access key; empty: the embedded server's own, or on an external endpoint Hadoop's "
+        "default AWS credential chain (AWS_ACCESS_KEY_ID, instance profile...)",
+        "",
+        secret=True,
+    )
+    s3_secret_key: str = _env("S3 secret key (see s3_access_key)", "", secret=True)
+    s3_region: str = _env("S3 region the client signs for", "us-east-1")
+    s3_path_style_access: bool = _env(
+        "Address buckets as <endpoint>/<bucket> (SeaweedFS, most S3-compatible servers) instead "
+        "of <bucket>.<endpoint>",
+        True,
+    )
+    s3_port: int = _env("S3 port of the embedded SeaweedFS", 18333)
     # --- The pipeline's streaming query (pipelines/job.py, `cryptoflow run`, `cryptoflow up`)
     starting_offsets: str = _env(
         "Where the pipeline's query starts on a fresh checkpoint: earliest, latest or Spark's "
@@ -297,6 +322,22 @@ class Settings:
         return self.spark_master
 
     @property
+    def s3a_roots(self) -> list[str]:
+        """The lake and checkpoint roots that are ``s3a://`` URIs."""
+        return [r for r in (self.lake_root, self.checkpoint_root) if is_s3a(r)]
+
+    @property
+    def embedded_s3(self) -> bool:
+        """True when an s3a:// root is configured and no external endpoint: the embedded
+        SeaweedFS serves it."""
+        return bool(self.s3a_roots) and not self.s3_endpoint
+
+    @property
+    def s3_url(self) -> str:
+        """The S3 endpoint the s3a:// roots are reached at: external, or the embedded one."""
+        return self.s3_endpoint or f"http://127.0.0.1:{self.s3_port}"
+
+    @property
     def lake(self) -> str:
         return self.lake_root or str((self.data_dir / "lake").resolve())
 
@@ -365,7 +406,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.metadata.get("secret"):
-                value = mask_dsn(value)
+                value = mask_dsn(value) if f.name.endswith("dsn") else ("***" if value else "")
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["resolved"] = {
             "kafka": {
@@ -374,6 +415,7 @@ class Settings:
                 "topics": self.topics,
             },
             "postgres": {"embedded": self.embedded_postgres},
+            "s3": {"embedded": self.embedded_s3, "endpoint": self.s3_url if self.s3a_roots else ""},
             "spark_master": self.spark_master_url,
             "lake_root": self.lake,
             "tables": {t: self.table_path(t) for t in TABLES},
@@ -391,6 +433,16 @@ class Settings:
 #: (trades are ``silver``) and gold's candles and reconciliation beside the pipeline's own.
 TABLES = ("bronze", "silver", "quarantine", "gold", *(k.entity.lake for k in KINDS.values()
           if k is not TRADE), "candles", "reconciliation")  # fmt: skip
+
+
+def is_s3a(uri: str) -> bool:
+    """True for an ``s3a://bucket/...`` URI (Hadoop's S3A connector)."""
+    return uri.startswith("s3a://")
+
+
+def s3a_bucket(uri: str) -> str:
+    """The bucket of an ``s3a://bucket/...`` URI."""
+    return urlsplit(uri).netloc
 
 
 def mask_dsn(dsn: str) -> str:
@@ -493,6 +545,7 @@ def validate(s: Settings) -> None:
         if getattr(s, name) < 1:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
     _validate_spark_cluster(s)
+    _validate_object_store(s)
     _validate_kafka_brokers(s)
     s.stream_kinds  # noqa: B018 - raises ConfigError naming an unknown kind
     if s.binance_time_unit not in TIME_UNITS:
@@ -516,6 +569,20 @@ def _validate_spark_cluster(s: Settings) -> None:
             f"CRYPTOFLOW_SPARK_WORKERS={s.spark_workers} starts a local cluster and runs the jobs "
             f"on it, but CRYPTOFLOW_SPARK_MASTER={s.spark_master} names another master: set one"
         )
+
+
+def _validate_object_store(s: Settings) -> None:
+    """Object-store roots: s3a:// with a bucket (Hadoop has no s3:// file system)."""
+    for name in ("lake_root", "checkpoint_root"):
+        root = getattr(s, name)
+        scheme = urlsplit(root).scheme if "://" in root else ""
+        if scheme in ("s3", "s3n"):
+            raise ConfigError(
+                f"{PREFIX}{name.upper()}={root!r}: Spark reaches S3 through Hadoop's S3A "
+                f"connector: write s3a://{root.split('://', 1)[1]}"
+            )
+        if is_s3a(root) and not s3a_bucket(root):
+            raise ConfigError(f"{PREFIX}{name.upper()}={root!r}: expected s3a://<bucket>/<path>")
 
 
 #: Most embedded brokers: each is a JVM and a controller voter on this one machine.

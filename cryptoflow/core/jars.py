@@ -1,10 +1,11 @@
 """JARs from Maven Central, resolved once with Maven into a local cache.
 
 Sets live side by side in the cache: ``spark/`` (Delta and the Kafka connector, added to
-the Spark driver's classpath), ``kafka/`` (a complete Apache Kafka broker) and ``docs/``
-(WebJars whose JavaScript, CSS and fonts make the Data Docs work offline, declared in
-``expectations.docs_assets``). After the first ``cryptoflow setup`` nothing here needs the
-network.
+the Spark driver's classpath), ``s3/`` (hadoop-aws and the AWS SDK modules it needs, added
+only when the lake or the checkpoints are on ``s3a://``), ``kafka/`` (a complete Apache
+Kafka broker) and ``docs/`` (WebJars whose JavaScript, CSS and fonts make the Data Docs work
+offline, declared in ``expectations.docs_assets``). After the first ``cryptoflow setup``
+nothing here needs the network.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SPARK_VERSION = "4.1.1"  # must equal the pinned pyspark version
 SCALA = "2.13"
 DELTA_VERSION = "4.4.0"  # the JAR that matches the pinned delta-spark wheel
 KAFKA_VERSION = "4.1.2"  # the embedded broker
+HADOOP_VERSION = "3.4.2"  # the hadoop-client pyspark ships (jars/hadoop-client-api-*.jar)
+AWS_SDK_VERSION = "2.29.52"  # the AWS SDK v2 hadoop-aws 3.4.2 is built against
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,19 @@ SPARK_JARS = JarSet(
     ),
     # pyspark ships these; a second copy on the classpath only causes conflicts.
     exclude_artifacts=("scala-library", "scala-reflect", "slf4j-api", "jsr305", "commons-logging"),
+)
+#: S3A (``s3a://``): hadoop-aws without the 600 MB ``software.amazon.awssdk:bundle`` it
+#: declares, plus the SDK modules S3A loads: the S3 client, its transfer manager and STS
+#: (assumed-role credentials). Proven against the embedded SeaweedFS (tests/test_s3_lake.py).
+S3_JARS = JarSet(
+    "s3",
+    (
+        f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",
+        f"software.amazon.awssdk:s3:{AWS_SDK_VERSION}",
+        f"software.amazon.awssdk:s3-transfer-manager:{AWS_SDK_VERSION}",
+        f"software.amazon.awssdk:sts:{AWS_SDK_VERSION}",
+    ),
+    exclude_artifacts=("bundle", "slf4j-api", "jsr305", "commons-logging"),
 )
 KAFKA_JARS = JarSet(
     "kafka",
@@ -155,9 +171,11 @@ def artifact_name(jar: Path) -> str:
     return m.group("artifact") if m else jar.stem
 
 
-def spark_classpath(cache: Path) -> list[Path]:
-    """Cached Spark JARs minus artifacts pyspark already ships (its versions win)."""
+def spark_classpath(cache: Path, s3a: bool = False) -> list[Path]:
+    """Cached Spark JARs (and, with ``s3a``, the S3A set) minus artifacts pyspark already
+    ships (its versions win)."""
     import pyspark
 
     shipped = {artifact_name(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    return [j for j in jar_paths(cache, SPARK_JARS) if artifact_name(j) not in shipped]
+    jars = jar_paths(cache, SPARK_JARS) + (jar_paths(cache, S3_JARS) if s3a else [])
+    return [j for j in jars if artifact_name(j) not in shipped]

@@ -32,7 +32,7 @@ from cryptoflow.core.executors import (
 from cryptoflow.core.jars import spark_classpath
 from cryptoflow.core.jvm import local_fs_conf, local_fs_jar
 from cryptoflow.core.logs import log_dir, verbose
-from cryptoflow.core.services import spark_cluster
+from cryptoflow.core.services import s3, spark_cluster
 from cryptoflow.core.services.process import die_with_parent, java_binary
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
     """Every Spark setting the project relies on, in one place."""
-    jars = ",".join(str(j) for j in spark_classpath(s.jar_cache))
+    jars = ",".join(str(j) for j in spark_classpath(s.jar_cache, s3a=bool(s.s3a_roots)))
     conf = {
         "spark.app.name": app_name,
         "spark.master": s.spark_master_url,
@@ -95,6 +95,34 @@ def spark_conf(s: Settings, app_name: str) -> dict[str, str]:
         conf.update(local_fs_conf(nio_fs, s.jar_cache))
     if not local:  # the project's code, Python and executor size (cryptoflow.core.executors)
         conf.update(cluster_conf(s, code_zip(s.data_dir.resolve() / "spark-code")))
+    if s.s3a_roots:  # the lake or the checkpoints on object storage
+        conf.update(s3a_conf(s))
+    return conf
+
+
+def s3a_conf(s: Settings) -> dict[str, str]:
+    """Hadoop's S3A settings for the s3a:// roots (docs/object-storage.md). The keys are
+    secrets: Spark redacts them (spark.redaction.regex), nothing here logs them."""
+    access_key, secret_key = s3.credentials(s)
+    endpoint = s.s3_url
+    prefix = "spark.hadoop.fs.s3a."
+    conf = {
+        prefix + "impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        prefix + "endpoint": endpoint,
+        prefix + "endpoint.region": s.s3_region,
+        prefix + "path.style.access": str(s.s3_path_style_access).lower(),
+        prefix + "connection.ssl.enabled": str(endpoint.startswith("https:")).lower(),
+        prefix + "connection.establish.timeout": "5s",
+        # Delta's log store for s3a (its default, named here): it serialises commits within
+        # this driver only; two drivers writing one table can lose commits (single writer).
+        "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",
+    }
+    if access_key:  # else Hadoop's default chain: AWS_* variables, profile, instance role
+        conf[prefix + "aws.credentials.provider"] = (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        )
+        conf[prefix + "access.key"] = access_key
+        conf[prefix + "secret.key"] = secret_key
     return conf
 
 

@@ -4,8 +4,9 @@ Every job's checkpoint directory holds, beside Spark's own files, ``_cryptoflow_
 naming the job, its source and its sink. ``ensure_checkpoint_owner`` writes it at a job's
 first start and verifies it at every later one, so a job never resumes from offsets that
 belong to another query or table. ``read_checkpoint`` reads Spark's ``metadata``,
-``offsets/<batch>`` and ``commits/<batch>`` files (local or mounted paths) for
-``cryptoflow checkpoints``.
+``offsets/<batch>`` and ``commits/<batch>`` files for ``cryptoflow checkpoints``. Local
+checkpoints are read as files; those on an object store (``s3a://``) through Hadoop's file
+system in a Spark session's JVM (``pipelines.ops.files``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import os
 import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import CryptoflowError
+from pipelines.ops.files import Files, join
 
 log = logging.getLogger(__name__)
 OWNER_FILE = "_cryptoflow_owner.json"
@@ -48,20 +48,12 @@ class Owner:
         return (self.job, self.source, self.sink) == (other.job, other.source, other.sink)
 
 
-def local_path(path: str) -> Path | None:
-    """``path`` as a local filesystem path, or None for an object-store URI (s3a://...)."""
-    if path.startswith("file:"):
-        return Path(urlsplit(path).path)
-    if "://" in path:
+def read_owner(checkpoint: str, files: Files | None = None) -> Owner | None:
+    files = files or Files()
+    try:
+        data = json.loads(files.read_text(join(checkpoint, OWNER_FILE)))
+    except FileNotFoundError:
         return None
-    return Path(path)
-
-
-def read_owner(checkpoint: str) -> Owner | None:
-    path = local_path(checkpoint)
-    if path is None or not (path / OWNER_FILE).is_file():
-        return None
-    data = json.loads((path / OWNER_FILE).read_text())
     return Owner(**{k: data[k] for k in Owner.__dataclass_fields__ if k in data})
 
 
@@ -80,26 +72,20 @@ def ensure_checkpoint_owner(settings: Settings, job: str, source: str, sink: str
 
     First start: writes the owner file. Later starts: the file must name the same job,
     source and sink, else ``CheckpointConflict`` says what to do. A checkpoint made before
-    owner files existed is adopted. Object-store checkpoints are not checked (logged).
+    owner files existed is adopted. Local and object-store checkpoints alike.
     """
     checkpoint = settings.checkpoint_path(job)
-    path = local_path(checkpoint)
+    files = Files(settings)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     wanted = Owner(job, source, sink, now, now, socket.gethostname(), os.getpid())
-    if path is None:
-        log.warning("checkpoint owner not checked (not a local path) checkpoint=%s", checkpoint)
-        return wanted
-    found = read_owner(checkpoint)
+    found = read_owner(checkpoint, files)
     if found is not None and not found.same_query(wanted):
         raise CheckpointConflict(conflict_message(checkpoint, found, wanted))
     if found is not None:
         wanted = Owner(job, source, sink, found.created_at, now, wanted.host, wanted.pid)
-    elif (path / "metadata").exists():
+    elif files.exists(join(checkpoint, "metadata")):
         log.info("checkpoint adopted (no owner file yet) job=%s checkpoint=%s", job, checkpoint)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{OWNER_FILE}.tmp"
-    tmp.write_text(json.dumps(asdict(wanted), indent=1) + "\n")
-    tmp.replace(path / OWNER_FILE)
+    files.write_text(join(checkpoint, OWNER_FILE), json.dumps(asdict(wanted), indent=1) + "\n")
     return wanted
 
 
@@ -119,10 +105,9 @@ class CheckpointInfo:
     owner: Owner | None = None
 
 
-def _batch_files(directory: Path) -> dict[int, Path]:
-    if not directory.is_dir():
-        return {}
-    return {int(p.name): p for p in directory.iterdir() if p.name.isdigit()}
+def _batch_files(files: Files, directory: str) -> dict[int, datetime]:
+    """Batch id -> modification time of the ``offsets/`` or ``commits/`` files."""
+    return {int(name): t for name, t in files.list_files(directory).items() if name.isdigit()}
 
 
 def describe_offset(offset: object) -> str:
@@ -148,33 +133,36 @@ def parse_offsets_file(text: str) -> list[str]:
     return out
 
 
-def read_checkpoint(job: str, checkpoint: str) -> CheckpointInfo:
+def read_checkpoint(job: str, checkpoint: str, files: Files | None = None) -> CheckpointInfo:
     """Where the query checkpointed at ``checkpoint`` stands."""
-    path = local_path(checkpoint)
-    if path is None or not (path / "metadata").is_file():
-        owner = read_owner(checkpoint) if path is not None else None
-        return CheckpointInfo(job, checkpoint, False, owner=owner)
-    query_id = json.loads((path / "metadata").read_text().splitlines()[0]).get("id")
-    offsets = _batch_files(path / "offsets")
-    commits = _batch_files(path / "commits")
+    files = files or Files()
+    try:
+        metadata = files.read_text(join(checkpoint, "metadata"))
+    except FileNotFoundError:
+        return CheckpointInfo(job, checkpoint, False, owner=read_owner(checkpoint, files))
+    query_id = json.loads(metadata.splitlines()[0]).get("id")
+    offsets = _batch_files(files, join(checkpoint, "offsets"))
+    commits = _batch_files(files, join(checkpoint, "commits"))
     last = max(offsets) if offsets else None
     done = max(commits) if commits else None
-    committed_at = (
-        datetime.fromtimestamp(commits[done].stat().st_mtime, UTC) if done is not None else None
-    )
-    positions = tuple(parse_offsets_file(offsets[last].read_text())) if last is not None else ()
+    committed_at = commits[done] if done is not None else None
+    positions: tuple[str, ...] = ()
+    if last is not None:
+        positions = tuple(
+            parse_offsets_file(files.read_text(join(checkpoint, "offsets", str(last))))
+        )
+    owner = read_owner(checkpoint, files)
     return CheckpointInfo(
-        job, checkpoint, True, query_id, last, done, committed_at, positions, read_owner(checkpoint)
+        job, checkpoint, True, query_id, last, done, committed_at, positions, owner
     )
 
 
 def list_checkpoints(settings: Settings) -> list[CheckpointInfo]:
     """The pipeline's checkpoints (``JOBS``), then any other query checkpoint under the root."""
+    files = Files(settings)
     names = list(JOBS)
-    root = local_path(settings.checkpoints)
-    if root is not None and root.is_dir():
-        names += sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in JOBS)
-    return [read_checkpoint(name, settings.checkpoint_path(name)) for name in names]
+    names += [n for n in files.list_dirs(settings.checkpoints) if n not in JOBS]
+    return [read_checkpoint(name, settings.checkpoint_path(name), files) for name in names]
 
 
 def job_io(settings: Settings, job: str) -> tuple[str, str]:

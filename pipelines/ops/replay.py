@@ -39,7 +39,8 @@ from pipelines.bronze.source import bronze_stream
 from pipelines.gold.rebuild import rebuild_gold
 from pipelines.job import kind_plans, run_batches, validated_records
 from pipelines.ledger import query_id_reader
-from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, local_path, read_owner
+from pipelines.ops.checkpoints import ensure_checkpoint_owner, job_io, read_owner
+from pipelines.ops.files import Files
 from pipelines.ops.tables import history, version_range
 from pipelines.serving import UpsertSpec, copy_upsert
 from pipelines.silver.tables import QUARANTINE, upsert_spec
@@ -108,7 +109,7 @@ def ensure_stopped(spark: SparkSession, settings: Settings) -> None:
     """Refuse while the pipeline's query runs here or in another live process on this host."""
     if any(q.name == LIVE_QUERY for q in spark.streams.active):
         raise ReplayError(f"the {LIVE_QUERY} query runs in this process: stop it, then replay")
-    owner = read_owner(settings.checkpoint_path(LIVE_QUERY))
+    owner = read_owner(settings.checkpoint_path(LIVE_QUERY), Files(settings))
     if (
         owner is not None
         and owner.pid != os.getpid()
@@ -123,17 +124,17 @@ def ensure_stopped(spark: SparkSession, settings: Settings) -> None:
 
 
 def move_checkpoint_aside(settings: Settings, stage: str) -> str | None:
+    """Move the rebuild's checkpoint (local or on an object store) aside, so the next
+    rebuild starts from scratch; returns where it went, None when there was none."""
     checkpoint = settings.checkpoint_path(stage)
-    path = local_path(checkpoint)
-    if path is None:
-        raise ReplayError(f"replay needs a local checkpoint root; {checkpoint} is not local")
-    if not path.exists():
+    files = Files(settings)
+    if not files.exists(checkpoint):
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    dest = path.with_name(f"{path.name}.replaced-{stamp}")
-    path.rename(dest)
-    log.info("replay checkpoint moved from=%s to=%s", path, dest)
-    return str(dest)
+    dest = f"{checkpoint.rstrip('/')}.replaced-{stamp}"
+    files.rename(checkpoint, dest)
+    log.info("replay checkpoint moved from=%s to=%s", checkpoint, dest)
+    return dest
 
 
 def _delta(spark: SparkSession, settings: Settings, name: str) -> DeltaTable:

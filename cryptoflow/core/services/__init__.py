@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from cryptoflow.core import db
 from cryptoflow.core.config import Settings, mask_dsn
 from cryptoflow.core.errors import ServiceError
-from cryptoflow.core.services import kafka, postgres, spark_cluster
+from cryptoflow.core.services import kafka, postgres, s3, spark_cluster
 
 Progress = Callable[[str], None]
 
@@ -45,6 +45,10 @@ def up(s: Settings, progress: Progress = print, started: list[str] | None = None
         jobs.append(("postgres", postgres.start, f"on 127.0.0.1:{s.postgres_port}"))
     else:
         progress(f"postgres: external at {mask_dsn(s.postgres_dsn)}, not started here")
+    if s.embedded_s3:  # an s3a:// lake or checkpoint root, no CRYPTOFLOW_S3_ENDPOINT
+        jobs.append(("s3", s3.start, f"on {s.s3_url} (SeaweedFS)"))
+    elif s.s3a_roots:
+        progress(f"s3: external at {s.s3_url}, not started here")
     if s.spark_workers:  # the local Spark cluster (CRYPTOFLOW_SPARK_WORKERS)
         where = f"at {s.spark_master_url} with {s.spark_workers} workers"
         jobs.append(("spark", spark_cluster.start, where))
@@ -69,7 +73,7 @@ def up(s: Settings, progress: Progress = print, started: list[str] | None = None
 def down(
     s: Settings,
     progress: Progress = print,
-    only: tuple[str, ...] = ("postgres", "kafka", "spark"),
+    only: tuple[str, ...] = ("postgres", "kafka", "spark", "s3"),
 ) -> None:
     """Stop the embedded services (``only`` those named), side by side (the broker's
     controlled shutdown takes seconds); their data stays under the data dir."""
@@ -78,6 +82,8 @@ def down(
         jobs.append(("postgres", postgres.stop))
     if s.embedded_kafka and "kafka" in only:
         jobs.append(("kafka", kafka.stop))
+    if s.embedded_s3 and "s3" in only:
+        jobs.append(("s3", s3.stop))
     if "spark" in only and (s.spark_workers or spark_cluster.running(s)):
         jobs.append(("spark", spark_cluster.stop))
 
@@ -94,6 +100,7 @@ def embedded_running(s: Settings) -> list[str]:
     """The embedded services running now (whoever started them)."""
     names = ["kafka"] if s.embedded_kafka and kafka.running(s) else []
     names += ["postgres"] if s.embedded_postgres and postgres.running(s) else []
+    names += ["s3"] if s.embedded_s3 and s3.running(s) else []
     return names + (["spark"] if spark_cluster.running(s) else [])
 
 
@@ -116,6 +123,8 @@ def status(s: Settings) -> list[ServiceStatus]:
         except ServiceError as e:
             p_detail = str(e)
     out.append(ServiceStatus("postgres", mode, p_ok, p_detail))
+    if s.s3a_roots:
+        out.append(_s3_status(s))
     if s.spark_workers:
         out.append(ServiceStatus("spark", "embedded", *spark_cluster.health(s)))
     return out
@@ -143,3 +152,11 @@ def _kafka_status(s: Settings) -> ServiceStatus:
 
 def _has_creds(s: Settings) -> bool:
     return (postgres.root(s) / "credentials.json").exists()
+
+
+def _s3_status(s: Settings) -> ServiceStatus:
+    ok = s3.healthy(s)
+    detail = f"{s.s3_url} " + ("answers S3 requests" if ok else "unreachable")
+    if s.embedded_s3 and not s3.running(s):
+        detail = "not running (cryptoflow services up)"
+    return ServiceStatus("s3", "embedded" if s.embedded_s3 else "external", ok, detail)
