@@ -40,7 +40,12 @@ COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "none")
 
 
 def producer_config(settings: Settings) -> dict:
-    """librdkafka settings: idempotent, acks=all, compressed, large bounded queue."""
+    """librdkafka settings: idempotent, acks=all, compressed, large bounded queue.
+
+    The same for one broker and a replicated cluster: ``acks=all`` waits for the topic's
+    ``min.insync.replicas`` copies (two of three), idempotence (at most 5 requests in flight,
+    endless retries) writes a retry after a leader change once, and nothing expires, so frames
+    wait out a cluster below its in-sync minimum instead of being dropped."""
     if settings.producer_compression not in COMPRESSIONS:
         raise ServiceError(
             f"CRYPTOFLOW_PRODUCER_COMPRESSION={settings.producer_compression!r}: "
