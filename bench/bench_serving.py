@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -36,7 +37,7 @@ from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import RESULTS, free_port  # noqa: E402
+from bench.stack import RESULTS, _children, free_port  # noqa: E402
 from cryptoflow.core import db  # noqa: E402
 from cryptoflow.core.config import Settings, load_settings  # noqa: E402
 from cryptoflow.core.services import postgres  # noqa: E402
@@ -219,7 +220,9 @@ def plan_facts(cur, query: str, params: dict) -> dict:
     plan = [r[0] for r in cur.fetchall()]
     scans = [line for line in plan if " on raw_trades_p" in line or " on metrics_p" in line]
     read = [line for line in scans if "never executed" not in line]
+    planning = [float(line.split()[2]) for line in plan if line.startswith("Planning Time")]
     return {
+        "planning_ms": planning[0] if planning else None,
         "partitions_planned": len(scans),
         "partitions": len(read),
         "index": any("Index" in line for line in read),
@@ -227,8 +230,15 @@ def plan_facts(cur, query: str, params: dict) -> dict:
     }
 
 
+def on_cpu_ms(pid: int) -> float:
+    """Milliseconds ``pid`` has run on a CPU (the scheduler's count, ns resolution): unlike
+    wall time, not stretched by other processes on a shared machine."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
 def time_queries(dsn: str, runs: int) -> dict[str, dict]:
-    """Median ms of each query (warm: one run first), with its plan's facts."""
+    """Median wall ms and median server CPU ms (the backend's on-CPU time) of each query
+    (warm: one run first), with its plan's facts."""
     until = LAST_DAY + timedelta(days=1)
     params = {"since": until - timedelta(minutes=15), "until": until, "symbols": SYMBOLS,
               "window_s": 5, "bucket_s": 5}  # fmt: skip
@@ -236,19 +246,21 @@ def time_queries(dsn: str, runs: int) -> dict[str, dict]:
     conn = db.connect(dsn)
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
             for name, query in queries().items():
                 cur.execute(query, params)
                 cur.fetchall()
-                times = []
+                wall, cpu = [], []
                 for _ in range(runs):
-                    t0 = time.perf_counter()
+                    c0, t0 = on_cpu_ms(backend), time.perf_counter()
                     cur.execute(query, params)
                     cur.fetchall()
-                    times.append((time.perf_counter() - t0) * 1000)
-                out[name] = {
-                    "median_ms": statistics.median(times),
-                    **plan_facts(cur, query, params),
-                }
+                    wall.append((time.perf_counter() - t0) * 1000)
+                    cpu.append(on_cpu_ms(backend) - c0)
+                facts = plan_facts(cur, query, params)
+                out[name] = {"median_ms": statistics.median(wall),
+                             "cpu_ms": statistics.median(cpu), **facts}  # fmt: skip
             conn.rollback()
     finally:
         conn.close()
@@ -275,7 +287,21 @@ def new_trades(first: datetime, batch: int, n: int) -> pa.Table:
     return pa.Table.from_pylist([{c: r[c] for c in RAW_TRADES.columns} for r in rows])
 
 
-def upsert_rate(dsn: str, admin: str, size: int, batch: int, batches: int) -> dict:
+def server_cpu_s(postmaster: int) -> float:
+    """CPU seconds of the PostgreSQL server: its live processes and the exited backends the
+    postmaster has reaped (cutime, cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in _children({postmaster}):
+        with contextlib.suppress(OSError, IndexError):
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / tick
+            if pid == postmaster:
+                total += (int(f[13]) + int(f[14])) / tick
+    return total
+
+
+def upsert_rate(dsn: str, admin: str, postmaster: int, size: int, batch: int, batches: int) -> dict:
     """Rows/s of ``batches`` batches of new trades through ``serve_batch`` (the pipeline's
     transaction), newest trades after the filled days; median batch and overall."""
     gold = Gold("bench-lake", LENGTHS, parse_intervals("1s,1m,5m,1h"))
@@ -283,11 +309,14 @@ def upsert_rate(dsn: str, admin: str, size: int, batch: int, batches: int) -> di
     tables = [new_trades(first, batch, n) for n in range(batches + 1)]
     serve_batch(dsn, f"bench-{size}", 0, tables[0], [], gold, 30)  # warm
     seconds = []
+    server0, client0 = server_cpu_s(postmaster), time.process_time()
     for n, table in enumerate(tables[1:], 1):
         t0 = time.perf_counter()
         served = serve_batch(dsn, f"bench-{size}", n, table, [], gold, 30)
         seconds.append(time.perf_counter() - t0)
         assert served.trades == batch, served
+    time.sleep(0.5)  # the last backend exits and is reaped
+    server, client = server_cpu_s(postmaster) - server0, time.process_time() - client0
     conn = db.connect(admin)  # the next size's batches start from the same table again
     try:
         with conn, conn.cursor() as cur:
@@ -302,6 +331,8 @@ def upsert_rate(dsn: str, admin: str, size: int, batch: int, batches: int) -> di
         "batches": batches,
         "median_batch_ms": statistics.median(seconds) * 1000,
         "rows_per_s": batch * batches / sum(seconds),
+        "rows_per_server_cpu_s": batch * batches / max(server, 1e-9),
+        "rows_per_cpu_s": batch * batches / max(server + client, 1e-9),
     }
 
 
@@ -334,6 +365,7 @@ def main() -> int:
     with private_postgres(args.tmp) as s:
         admin, writer = postgres.admin_dsn(s), postgres.pipeline_dsn(s)
         reader = postgres.reader_dsn(s)
+        postmaster = int((postgres.pgdata(s) / "postmaster.pid").read_text().split()[0])
         filled = 0
         for size in sizes:
             t0 = time.monotonic()
@@ -341,7 +373,7 @@ def main() -> int:
             fill_s = time.monotonic() - t0
             at: dict = {"rows": filled * per_day, "days": filled, "fill_s": fill_s}
             at["queries"] = time_queries(reader, args.runs)
-            at["upsert"] = upsert_rate(writer, admin, size, args.batch, args.batches)
+            at["upsert"] = upsert_rate(writer, admin, postmaster, size, args.batch, args.batches)
             result["at"][str(size)] = at
             report_size(size, at)
             report_ratios(result)
@@ -369,28 +401,31 @@ def report_size(size: int, at: dict) -> None:
         )
     u = at["upsert"]
     print(f"  upsert: {u['rows_per_s']:,.0f} rows/s, median batch of {u['batch_rows']} "
-          f"{u['median_batch_ms']:.1f} ms", flush=True)  # fmt: skip
+          f"{u['median_batch_ms']:.1f} ms; {u['rows_per_server_cpu_s']:,.0f} rows per server "
+          f"CPU s, {u['rows_per_cpu_s']:,.0f} per CPU s with the client", flush=True)  # fmt: skip
 
 
 def report_ratios(result: dict) -> None:
-    sizes = [str(s) for s in result["sizes"]]
-    sizes = [s for s in sizes if s in result["at"]]
+    """Each size against the first: per query wall and CPU time, the upsert rate by wall
+    time and by CPU (on a shared machine the CPU figures are the ones to trust)."""
+    sizes = [str(s) for s in result["sizes"] if str(s) in result["at"]]
     base = result["at"][sizes[0]]
     ratios: dict = {}
     for size in sizes[1:]:
         at = result["at"][size]
-        q = {n: at["queries"][n]["median_ms"] / base["queries"][n]["median_ms"]
-             for n in base["queries"]}  # fmt: skip
-        u = base["upsert"]["rows_per_s"] / at["upsert"]["rows_per_s"]
-        ratios[size] = {"queries": q, "upsert_slowdown": u}
-        worst = max(q, key=lambda n: q[n])
-        ok = "OK" if max(q.values()) <= 2 and u <= 1.5 else "OVER TARGET"
+        wall = {n: at["queries"][n]["median_ms"] / base["queries"][n]["median_ms"]
+                for n in base["queries"]}  # fmt: skip
+        cpu = {n: at["queries"][n]["cpu_ms"] / max(base["queries"][n]["cpu_ms"], 1e-3)
+               for n in base["queries"]}  # fmt: skip
+        up, ub = at["upsert"], base["upsert"]
+        slow = {k: ub[k] / up[k] for k in ("rows_per_s", "rows_per_server_cpu_s", "rows_per_cpu_s")}
+        ratios[size] = {"wall": wall, "cpu": cpu, "upsert_slowdown": slow}
         if size != sizes[-1]:
             continue
-        print(
-            f"\n{size}/{sizes[0]}: worst query {worst} {q[worst]:.2f}x (target <= 2), "
-            f"upsert rate {1 / u:.2f}x of 1st size, slowdown {u:.2f}x (target <= 1.5): {ok}"
-        )
+        print(f"\n{size} / {sizes[0]} (targets: queries <= 2x, upsert slowdown <= 1.5x)")
+        for n in wall:
+            print(f"  {n:36s} wall {wall[n]:6.2f}x  cpu {cpu[n]:6.2f}x")
+        print("  upsert slowdown: " + ", ".join(f"{k} {v:.2f}x" for k, v in slow.items()))
     result["ratios"] = ratios
 
 

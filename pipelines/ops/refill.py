@@ -42,36 +42,35 @@ class Refilled:
 
 
 def refill_days(spark: SparkSession, settings: Settings, first: date, last: date) -> Refilled:
-    """Refill raw_trades and metrics of the UTC days ``first``..``last`` (module doc)."""
+    """Refill raw_trades and metrics of the UTC days ``first``..``last`` (module doc), one
+    transaction per day (a day's trades, not the whole range, are held in memory)."""
     if last < first:
         raise ValueError(f"refill: --until {last} is before {first}")
     started = time.monotonic()
-    silver = (
-        spark.read.format("delta")
-        .load(settings.table_path("silver"))
-        .where(F.col("trade_date").between(first, last))
-        .select(*RAW_TRADES.columns)
-    )
-    since = datetime.combine(first, clock(), UTC)
-    until = datetime.combine(last + timedelta(days=1), clock(), UTC)
-    conn = connect(admin_dsn(settings))
-    try:
-        with conn, conn.cursor() as cur:
-            rows = silver.toArrow()
-            inserted = copy_upsert(cur, RAW_TRADES, rows)
-            cur.execute(
-                "SELECT * FROM metric_sums WHERE lake = %s "
-                "AND window_start >= %s AND window_start < %s",
-                (settings.table_path("gold"), since, until),
-            )
-            gold = [finish(as_window_sums(r)) for r in fetch_dicts(cur)]
-            copy_upsert(cur, METRICS_SPEC, [tuple(r[c] for c in METRIC_COLUMNS) for r in gold])
-    finally:
-        conn.close()
-    result = Refilled(first, last, rows.num_rows, inserted, len(gold), time.monotonic() - started)
+    silver = spark.read.format("delta").load(settings.table_path("silver"))
+    rows = inserted = windows = 0
+    day = first
+    while day <= last:
+        trades = silver.where(F.col("trade_date") == day).select(*RAW_TRADES.columns).toArrow()
+        since = datetime.combine(day, clock(), UTC)
+        conn = connect(admin_dsn(settings))
+        try:
+            with conn, conn.cursor() as cur:
+                inserted += copy_upsert(cur, RAW_TRADES, trades) if trades.num_rows else 0
+                cur.execute(
+                    "SELECT * FROM metric_sums WHERE lake = %s "
+                    "AND window_start >= %s AND window_start < %s",
+                    (settings.table_path("gold"), since, since + timedelta(days=1)),
+                )
+                gold = [finish(as_window_sums(r)) for r in fetch_dicts(cur)]
+                copy_upsert(cur, METRICS_SPEC, [tuple(r[c] for c in METRIC_COLUMNS) for r in gold])
+        finally:
+            conn.close()
+        rows, windows, day = rows + trades.num_rows, windows + len(gold), day + timedelta(days=1)
+    result = Refilled(first, last, rows, inserted, windows, time.monotonic() - started)
     log.info(
         "serving refilled days=%s..%s silver_rows=%d trades_inserted=%d windows=%d "
         "duration_s=%.1f",
-        first, last, result.silver_rows, inserted, len(gold), result.seconds,
+        first, last, rows, inserted, windows, result.seconds,
     )  # fmt: skip
     return result

@@ -168,6 +168,8 @@ def _write_conf(s: Settings) -> None:
         f"port = {s.postgres_port}",
         "unix_socket_directories = ''",
         "max_connections = 60",
+        # a query that cannot prune raw_trades' day partitions locks each one and its indexes
+        "max_locks_per_transaction = 256",
         "shared_buffers = '128MB'",
         "logging_collector = off",
         "log_min_messages = warning",
