@@ -183,11 +183,11 @@ class PipelineBatch:
                 pipeline_dsn(self.settings), self.settings.table_path("gold")
             )
         steps.mark("ledger")
-        # One task per core reads every topic-partition of the batch: with four stream kinds
-        # a batch spans up to 4 x CRYPTOFLOW_KAFKA_PARTITIONS partitions, and a task each
-        # (and a file each in every Delta append) cost more than the records in them.
-        cores = spark.sparkContext.defaultParallelism
-        evaluated = evaluated.coalesce(cores).persist()
+        # One task per core has read every topic-partition of the batch
+        # (``pipelines.job.validated_records``): with four stream kinds a batch spans up to
+        # 4 x CRYPTOFLOW_KAFKA_PARTITIONS partitions, and a task each (and a file each in
+        # every Delta append) cost more than the records in them.
+        evaluated = _kept(evaluated)
         bronze: Future | None = None
         writes: list[Future] = []
         try:
@@ -238,7 +238,7 @@ class PipelineBatch:
             for pending in [*writes, *([bronze] if bronze is not None else [])]:
                 if not pending.done():
                     pending.exception()  # never leave the cache to a write still reading it
-            evaluated.unpersist()
+            _release(evaluated)
 
     def _classify(
         self,
@@ -439,6 +439,28 @@ class PipelineBatch:
             others + "".join(f" {k}={v}" for k, v in served.reconciled.items()),
             " postgres=already-applied" if served.replayed else "",
         )
+
+
+def _kept(batch: DataFrame) -> DataFrame:
+    """``batch`` computed once, by the batch's first job, and kept for its later jobs (the
+    bronze, silver and quarantine appends read it again).
+
+    In local mode as a local checkpoint: the later jobs' tasks then carry a lineage of one
+    stored RDD instead of the whole Kafka, parse and validation plan, whose serialising and
+    deserialising per job took about 15% of the driver's CPU with four stream kinds. On a
+    cluster, cached: an executor lost mid-batch then has its part recomputed from Kafka,
+    where a local checkpoint would fail the batch."""
+    if batch.sparkSession.sparkContext.master.startswith("local"):
+        return batch.localCheckpoint(eager=False)
+    return batch.persist()
+
+
+def _release(batch: DataFrame) -> None:
+    """Free what ``_kept`` stored for ``batch``."""
+    if batch.is_cached:
+        batch.unpersist()
+    else:  # a local checkpoint: the blocks of the RDD it scans
+        batch._jdf.queryExecution().analyzed().rdd().unpersist(False)
 
 
 def newest_folded_trade_us(dsn: str, lake: str) -> int:

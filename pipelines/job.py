@@ -111,9 +111,15 @@ def validated_records(
     source: DataFrame, settings: Settings, plans: Sequence[KindPlan]
 ) -> DataFrame:
     """``source`` (bronze rows of every chosen kind's topic) parsed as the kind of their topic
-    and validated by its rules: what ``PipelineBatch`` receives."""
+    and validated by its rules, in one partition per core: what ``PipelineBatch`` receives.
+
+    The parse and validation projections are interpreted per partition (JSON parsing and
+    higher-order functions keep them out of whole-stage code), and each partition generates
+    their code anew: coalesced first, a batch of four kinds generates it twice, not once per
+    topic-partition (twelve times), and runs two tasks, not twelve."""
     kinds = {settings.topic(p.kind): p.kind for p in plans}
-    return validated(source, {p.kind.name: p.rules for p in plans}, kinds)
+    cores = source.sparkSession.sparkContext.defaultParallelism
+    return validated(source.coalesce(cores), {p.kind.name: p.rules for p in plans}, kinds)
 
 
 def gold_sync(spark: SparkSession, settings: Settings) -> GoldCopies:
