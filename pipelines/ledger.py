@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from pipelines.jvm import jvm
+from pipelines.jvm import latest_snapshot
 from pipelines.ops.files import Files, join
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def created_empty(spark: SparkSession, path: str) -> bool:
     cold JVM cost a fresh lake's first batch ~3 s (the history and a scan of silver): the
     log's version from a listing, then commit 0's actions read as a file (on an object
     store, through the session's Hadoop file system)."""
-    view = jvm(spark)
-    delta_log = view.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    snapshot = delta_log.update(False, view.scala.Option.empty(), view.scala.Option.empty())
+    snapshot = latest_snapshot(spark, path)
     if snapshot.version() != 0:
         return False
     try:

@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.errors import first_line
-from pipelines.jvm import jvm
+from pipelines.jvm import delta_log
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +107,18 @@ class LogCheckpointer(threading.Thread):
         return self.spark.sparkContext._jsc is not None
 
     def _maybe_checkpoint(self, path: str) -> None:
-        delta_log = jvm(self.spark).org.apache.spark.sql.delta.DeltaLog.forTable(
-            self.spark._jsparkSession, path
-        )
+        table_log = delta_log(self.spark, path)
         last = self._paths[path]
         if last is None:
-            info = delta_log.readLastCheckpointFile()
+            info = table_log.readLastCheckpointFile()
             last = info.get().version() if info.isDefined() else 0  # 0: the table's creation
             self._paths[path] = last
-        version = delta_log.unsafeVolatileSnapshot().version()
+        version = table_log.unsafeVolatileSnapshot().version()
         if version - last < self.every:
             return
         started = time.monotonic()
-        delta_log.checkpoint()  # the snapshot it checkpoints may be newer than ``version``
-        info = delta_log.readLastCheckpointFile()
+        table_log.checkpoint()  # the snapshot it checkpoints may be newer than ``version``
+        info = table_log.readLastCheckpointFile()
         done: int = info.get().version() if info.isDefined() else version
         self._paths[path] = done
         self.checkpoints += 1

@@ -29,7 +29,7 @@ from pyspark.sql.types import (
 )
 
 from cryptoflow.core.streams import TRADE, StreamKind
-from pipelines.jvm import jvm
+from pipelines.jvm import latest_snapshot
 from pipelines.log_checkpoints import NO_INLINE_CHECKPOINTS
 from pipelines.serving import UpsertSpec
 from pipelines.silver.dedup import Key, KeyIndex
@@ -115,9 +115,7 @@ def ensure_silver_table(spark: SparkSession, kind: StreamKind, path: str) -> Non
 def table_version(spark: SparkSession, path: str) -> int:
     """The table's latest version, from a listing of its log (no Spark job, unlike
     ``history``)."""
-    view = jvm(spark)
-    delta_log = view.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
-    return delta_log.update(False, view.scala.Option.empty(), view.scala.Option.empty()).version()
+    return latest_snapshot(spark, path).version()
 
 
 def read_version(spark: SparkSession, path: str, version: int) -> DataFrame:
