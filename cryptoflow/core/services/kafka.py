@@ -218,14 +218,28 @@ def start(s: Settings) -> bool:
             if procs[n.node_id].poll() is not None:
                 raise ServiceError(
                     f"Kafka broker {n.node_id} exited with code {procs[n.node_id].returncode} "
-                    f"while starting; see {n.log}"
+                    f"while starting{_last_error(n.log)}; see {n.log}"
                 )
         return all(port_open(HOST, n.port) for n in down) and live_brokers(s) == len(cluster)
 
-    wait_for(ready, 60 + 60 * len(down), f"the Kafka brokers on {s.bootstrap_servers}", 0.5)
+    try:
+        wait_for(ready, 60 + 60 * len(down), f"the Kafka brokers on {s.bootstrap_servers}", 0.5)
+    except ServiceError:  # stop what this call started: no caller knows of it
+        _stop_nodes([(n, procs[n.node_id].pid) for n in down])
+        raise
     for n in down:
         log.info("kafka started node=%d pid=%d port=%d", n.node_id, procs[n.node_id].pid, n.port)
     return True
+
+
+def _last_error(log_file: Path) -> str:
+    """``: <the log's last ERROR line>``, or nothing."""
+    try:
+        errors = [line for line in log_file.read_text(errors="replace").splitlines()
+                  if " ERROR " in line]  # fmt: skip
+    except OSError:
+        return ""
+    return f": {errors[-1][:300]}" if errors else ""
 
 
 def _launch(s: Settings, node: KafkaNode) -> subprocess.Popen:
@@ -297,17 +311,21 @@ def _cluster_id() -> str:
 
 def stop(s: Settings) -> bool:
     """Stop every embedded node that runs, side by side. True when any ran."""
-    alive = [(n, read_pid(n.pid)) for n in nodes(s)]
-    alive = [(n, pid) for n, pid in alive if pid_alive(pid)]
+    alive = [(n, pid) for n in nodes(s) if pid_alive(pid := read_pid(n.pid)) and pid]
+    _stop_nodes(alive)
+    return bool(alive)
 
-    def stop_node(node: KafkaNode, pid: int | None) -> None:
-        assert pid is not None
+
+def _stop_nodes(alive: list[tuple[KafkaNode, int]]) -> None:
+    """SIGTERM the nodes side by side (the last one's controlled shutdown finds no quorum
+    when the others are gone first), SIGKILL what still runs after a minute."""
+
+    def stop_node(node: KafkaNode, pid: int) -> None:
         stop_pid(pid, timeout=60)
         node.pid.unlink(missing_ok=True)
 
     with ThreadPoolExecutor(max_workers=max(1, len(alive))) as pool:
         list(pool.map(lambda a: stop_node(*a), alive))
-    return bool(alive)
 
 
 def live_brokers(s: Settings, timeout: float = 5.0) -> int:
