@@ -61,12 +61,18 @@ def stop_checkpointer(spark: SparkSession) -> None:
 
 
 def _stop_inline_checkpoints(spark: SparkSession, path: str) -> None:
-    key, value = NO_INLINE_CHECKPOINTS
+    if ensure_property(spark, path, *NO_INLINE_CHECKPOINTS):
+        log.info("delta log checkpoints of %s now come from the checkpointer thread", path)
+
+
+def ensure_property(spark: SparkSession, path: str, key: str, value: str) -> bool:
+    """Set the Delta table property ``key`` of the table at ``path`` to ``value`` unless it
+    has it (one metadata commit: call it before the job's appends start); True when set."""
     current = spark.sql(f"SHOW TBLPROPERTIES delta.`{path}` ('{key}')").collect()
     if current and current[0]["value"] == value:
-        return
+        return False
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{key}' = '{value}')")
-    log.info("delta log checkpoints of %s now come from the checkpointer thread", path)
+    return True
 
 
 class LogCheckpointer(threading.Thread):
