@@ -112,7 +112,6 @@ def s3a_conf(s: Settings) -> dict[str, str]:
         prefix + "endpoint.region": s.s3_region,
         prefix + "path.style.access": str(s.s3_path_style_access).lower(),
         prefix + "connection.ssl.enabled": str(endpoint.startswith("https:")).lower(),
-        prefix + "connection.establish.timeout": "5s",
         # Delta's log store for s3a (its default, named here): it serialises commits within
         # this driver only; two drivers writing one table can lose commits (single writer).
         "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",

@@ -7,7 +7,7 @@ generated at the first start into ``credentials.json`` (or are the configured
 ``CRYPTOFLOW_S3_ACCESS_KEY`` / ``..._SECRET_KEY``); the buckets the s3a:// roots name are
 created at every start when missing. Only the S3 port is a setting: the internal ports
 (master, volume, filer and their gRPC ports) are chosen free at the first start and kept in
-``ports.json``.
+``ports.json`` (chosen anew when another program took one meanwhile).
 """
 
 from __future__ import annotations
@@ -108,9 +108,13 @@ def buckets(s: Settings) -> list[str]:
 
 
 def _ports(s: Settings, p: S3Paths) -> dict[str, int]:
-    """The internal ports: those of ``ports.json``, else free ones (then saved)."""
+    """The internal ports: those of ``ports.json`` while all are free, else new free ones
+    (saved). They may change between starts: clients only know the S3 port."""
     if p.ports.exists():
-        return json.loads(p.ports.read_text())
+        kept: dict[str, int] = json.loads(p.ports.read_text())
+        if not any(port_open(HOST, port) for port in kept.values()):
+            return kept
+        log.info("s3 internal ports taken by another program, choosing new ones")
     from socket import socket
 
     held = []
@@ -140,7 +144,7 @@ def _command(s: Settings, p: S3Paths, ports: dict[str, int], weed: Path) -> list
         f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
         "-master.volumeSizeLimitMB=1024", "-master.telemetry=false",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-        "-volume.max=0", "-volume.index=leveldb",
+        "-volume.max=0", "-volume.index=leveldb", "-volume.preStopSeconds=0",
         "-filer", f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
         "-s3", f"-s3.port={s.s3_port}", f"-s3.port.grpc={ports['s3_grpc']}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={p.identities}",
@@ -167,8 +171,6 @@ def start(s: Settings) -> bool:
     ensure_port_free(HOST, s.s3_port, "the S3 server", "CRYPTOFLOW_S3_PORT")
     p.data.mkdir(parents=True, exist_ok=True)
     ports = _ports(s, p)
-    for name, port in ports.items():
-        ensure_port_free(HOST, port, f"SeaweedFS's {name} (kept in {p.ports})", "a free port")
     p.identities.write_text(_identities(*credentials(s)))
     p.identities.chmod(0o600)
     with open(p.log, "ab") as out:
@@ -186,8 +188,12 @@ def start(s: Settings) -> bool:
             )
         return healthy(s)
 
-    wait_for(ready, 120, f"the S3 server on {HOST}:{s.s3_port}", interval=0.3)
-    ensure_buckets(s)
+    try:
+        wait_for(ready, 120, f"the S3 server on {HOST}:{s.s3_port}", interval=0.3)
+        ensure_buckets(s)
+    except BaseException:
+        stop(s)  # not half-started
+        raise
     log.info("s3 started pid=%d port=%d buckets=%s", proc.pid, s.s3_port, ",".join(buckets(s)))
     return True
 
@@ -222,8 +228,10 @@ def shell(s: Settings, script: str) -> str:
     """Run ``script`` (one command a line) in ``weed shell`` against the embedded server."""
     ports = json.loads(paths(s).ports.read_text())
     proc = subprocess.run(
-        [str(weed_path(s.tool_cache)), "shell", f"-master={HOST}:{ports['master']}",
-         f"-filer={HOST}:{ports['filer']}"],
+        # host:port.grpcPort: the gRPC ports are not the default port + 10000
+        [str(weed_path(s.tool_cache)), "shell",
+         f"-master={HOST}:{ports['master']}.{ports['master_grpc']}",
+         f"-filer={HOST}:{ports['filer']}.{ports['filer_grpc']}"],
         input=script, capture_output=True, text=True, timeout=120, start_new_session=True,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -237,17 +245,25 @@ def ensure_buckets(s: Settings) -> list[str]:
     if not wanted:
         return []
     created: list[str] = []
+    failures: list[ServiceError] = []
 
-    def attempt() -> bool:  # the filer may still be joining the master
-        listed = shell(s, "s3.bucket.list\n")
-        present = {ln.split()[0] for ln in listed.splitlines() if ln.strip()}
-        missing = [b for b in wanted if b not in present]
-        if not missing:
-            return True
-        out = shell(s, "".join(f"s3.bucket.create -name {b}\n" for b in missing))
+    def attempt() -> bool:  # the master may still be electing itself, the filer joining it
+        try:
+            listed = shell(s, "s3.bucket.list\n")
+            present = {ln.split()[0] for ln in listed.splitlines() if ln.strip()}
+            missing = [b for b in wanted if b not in present]
+            if not missing:
+                return True
+            out = shell(s, "".join(f"s3.bucket.create -name {b}\n" for b in missing))
+        except ServiceError as e:
+            failures.append(e)
+            return False
         created.extend(b for b in missing if b not in created)
         log.info("s3 buckets created=%s shell=%s", ",".join(missing), out.strip()[-200:])
         return False
 
-    wait_for(attempt, 60, f"the buckets {', '.join(wanted)} in SeaweedFS", interval=0.5)
+    try:
+        wait_for(attempt, 120, f"the buckets {', '.join(wanted)} in SeaweedFS", interval=0.5)
+    except ServiceError as e:
+        raise ServiceError(f"{e}: {failures[-1] if failures else 'no answer'}") from e
     return created
