@@ -160,7 +160,7 @@ def _json_lines(text: str) -> list[dict]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_pipeline_on_s3_restarts_exactly_once_from_its_s3_checkpoint(s3_lake, unique, tmp_path):
     prefix = f"s3a://{BUCKET}/{unique}"
     s = isolated(s3_lake, unique, tmp_path).replace(
@@ -169,7 +169,7 @@ def test_pipeline_on_s3_restarts_exactly_once_from_its_s3_checkpoint(s3_lake, un
         max_offsets_per_trigger=40,
         run_status_interval_s=2,
     )
-    payloads = make_trades(240, s.symbols)
+    payloads = make_trades(120, s.symbols)
     produce_trades(s, payloads + payloads[:20])  # and 20 duplicates, quarantined
     want = expected(payloads)
     log = tmp_path / "run.log"
@@ -182,8 +182,8 @@ def test_pipeline_on_s3_restarts_exactly_once_from_its_s3_checkpoint(s3_lake, un
         )  # fmt: skip
     try:
         wait_until(
-            lambda: proc.poll() is not None or len(pg_trades(s, s.symbols)) >= len(want) // 3,
-            300, 1.0, "a third of the trades in postgres before the kill",
+            lambda: proc.poll() is not None or len(pg_trades(s, s.symbols)) >= len(want) // 4,
+            900, 1.0, "a quarter of the trades in postgres before the kill",
         )  # fmt: skip
         assert proc.poll() is None, log.read_text()[-3000:]
         os.killpg(proc.pid, signal.SIGKILL)
@@ -191,12 +191,11 @@ def test_pipeline_on_s3_restarts_exactly_once_from_its_s3_checkpoint(s3_lake, un
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert len(pg_trades(s, s.symbols)) < len(want) + 1
 
     with open(log, "ab") as out:  # 2: resumes from the S3 checkpoint, drains, exits
         drained = subprocess.run(
             [*cli, "run", "--available-now"], env=env_for(s), stdout=out,
-            stderr=subprocess.STDOUT, timeout=400,
+            stderr=subprocess.STDOUT, timeout=900,
         )  # fmt: skip
     assert drained.returncode == 0, log.read_text()[-3000:]
     assert pg_trades(s, s.symbols) == want
@@ -206,44 +205,34 @@ def test_pipeline_on_s3_restarts_exactly_once_from_its_s3_checkpoint(s3_lake, un
     listing = s3.shell(s, f"fs.ls /buckets/{BUCKET}/{unique}/lake/silver/_delta_log\n")
     assert f"{0:020d}.json" in listing
 
+    # The ops commands on the s3a tables and checkpoints, in one more JVM.
     count = "SELECT count(*) AS n, count(DISTINCT symbol, trade_id) AS k FROM silver"
-    commands = [
-        "checkpoints --format json",
-        "history silver --limit 100 --format json",
-        f"query '{count}' --format json",
-        "query 'SELECT count(*) AS n FROM bronze' --format json",
-    ]
+    commands = {
+        "checkpoints": "checkpoints --format json",
+        "history": "history silver --limit 100 --format json",
+        "silver": f"query '{count}' --format json",
+        "bronze": "query 'SELECT count(*) AS n FROM bronze' --format json",
+        "as_of": "query 'SELECT count(*) AS n FROM silver' --as-of 1 --format json",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "tests.cli_session", *commands], env=env_for(s),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "tests.cli_session", *commands.values()], env=env_for(s),
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
-    results = cli_session.parse(done.stdout)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parsed = cli_session.parse(done.stdout)
+    results = {name: _json_lines(parsed[command][1]) for name, command in commands.items()}
 
-    checkpoints = {c["job"]: c for c in _json_lines(results[commands[0]][1])}
-    live = checkpoints["trades"]
+    live = {c["job"]: c for c in results["checkpoints"]}["trades"]
     assert live["exists"] == "yes" and live["path"] == f"{prefix}/checkpoints/trades"
     assert live["committed"] == live["last_batch"] and live["committed"] >= 3
     assert live["owner"] == f"kafka:{s.kafka_topic} -> {prefix}/lake/bronze"
     assert f"kafka {s.kafka_topic} " in live["position"]
 
-    silver = _json_lines(results[f"query '{count}' --format json"][1])
-    assert silver == [{"n": len(want), "k": len(want)}]  # nothing lost, nothing twice
-    bronze = _json_lines(results[commands[3]][1])
-    assert bronze == [{"n": len(payloads) + 20}]
+    assert results["silver"] == [{"n": len(want), "k": len(want)}]  # nothing lost or twice
+    assert results["bronze"] == [{"n": len(payloads) + 20}]
 
-    # Time travel on the s3a table: an older version holds exactly the rows written up to it.
-    history = sorted(_json_lines(results[commands[1]][1]), key=lambda e: e["version"])
-    written = [(e["version"], e["rows"] or 0) for e in history]
-    appends = [v for v, rows in written if rows]
-    assert len(appends) >= 2 and sum(rows for _, rows in written) == len(want)
-    version = appends[0]
-    as_of = f"query 'SELECT count(*) AS n FROM silver' --as-of {version} --format json"
-    old = subprocess.run(
-        [sys.executable, "-m", "tests.cli_session", as_of], env=env_for(s),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert old.returncode == 0, old.stdout[-2000:] + old.stderr[-2000:]
-    rows_then = sum(rows for v, rows in written if v <= version)
-    assert _json_lines(cli_session.parse(old.stdout)[as_of][1]) == [{"n": rows_then}]
-    assert 0 < rows_then < len(want)
+    # Time travel on the s3a table: version 1 holds exactly the rows written up to it.
+    written = {e["version"]: e["rows"] or 0 for e in results["history"]}
+    assert sum(written.values()) == len(want) and len([v for v in written.values() if v]) >= 2
+    rows_then = sum(rows for version, rows in written.items() if version <= 1)
+    assert results["as_of"] == [{"n": rows_then}] and 0 < rows_then < len(want)

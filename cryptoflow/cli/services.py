@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start, stop or check the embedded Kafka broker and PostgreSQL",
         description=(
             "Manage the embedded services under CRYPTOFLOW_DATA_DIR: a single-node Apache "
-            "Kafka broker in KRaft mode and a private PostgreSQL cluster. Services configured "
+            "Kafka broker in KRaft mode and a private PostgreSQL cluster, and with an s3a:// "
+            "lake or checkpoint root but no CRYPTOFLOW_S3_ENDPOINT a SeaweedFS S3 server "
+            "(docs/object-storage.md). Services configured "
             "as external (CRYPTOFLOW_KAFKA_BOOTSTRAP_SERVERS, CRYPTOFLOW_POSTGRES_DSN) are "
             "only checked, never started or stopped. Data survives `down` then `up`."
         ),
