@@ -395,10 +395,9 @@ def report_size(size: int, at: dict) -> None:
     print(f"\n== {at['rows']:,} trades, {at['days']} days (filled in {at['fill_s']:.0f} s)")
     for name, q in at["queries"].items():
         how = "index" if q["index"] else "seq"
-        print(
-            f"  {name:36s} {q['median_ms']:9.2f} ms  partitions={q['partitions']}/"
-            f"{q['partitions_planned']} {how}"
-        )
+        print(f"  {name:34s} {q['median_ms']:8.2f} ms  cpu {q['cpu_ms']:7.2f} ms  plan "
+              f"{q['planning_ms']:6.2f} ms  partitions={q['partitions']}/"
+              f"{q['partitions_planned']} {how}")  # fmt: skip
     u = at["upsert"]
     print(f"  upsert: {u['rows_per_s']:,.0f} rows/s, median batch of {u['batch_rows']} "
           f"{u['median_batch_ms']:.1f} ms; {u['rows_per_server_cpu_s']:,.0f} rows per server "
