@@ -166,5 +166,5 @@ def test_replay_refills_a_dropped_day(spark, settings, unique, tmp_path):
     assert result.trades_inserted == len(trades) - len(kept) == result.silver_rows
     assert raw_trades(s, symbols) == trades
     assert metrics(s, symbols) == windows
-    again = refill_days(spark, s, DAYS[0], DAYS[1])  # a day still there: nothing changes
+    again = refill_days(spark, s, DAYS[1], DAYS[1])  # a day still there: nothing changes
     assert again.trades_inserted == 0 and raw_trades(s, symbols) == trades
