@@ -450,7 +450,7 @@ def _kept(batch: DataFrame) -> DataFrame:
     deserialising per job took about 15% of the driver's CPU with four stream kinds. On a
     cluster, cached: an executor lost mid-batch then has its part recomputed from Kafka,
     where a local checkpoint would fail the batch."""
-    if batch.sparkSession.sparkContext.master.startswith("local"):
+    if (batch.sparkSession.sparkContext.master or "").startswith("local"):
         return batch.localCheckpoint(eager=False)
     return batch.persist()
 
