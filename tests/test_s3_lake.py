@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyspark import SparkContext
 
 from cryptoflow.core import services
 from cryptoflow.core.config import ConfigError, Settings, is_s3a, load_settings, s3a_bucket
@@ -104,7 +105,7 @@ def test_seaweedfs_command_stays_on_loopback(tmp_path):
     assert identity["credentials"] == [{"accessKey": "AK", "secretKey": "SK"}]
 
 
-def test_local_files_and_uris(tmp_path):
+def test_local_files_and_uris(tmp_path, monkeypatch):
     assert local_path("s3a://b/x") is None
     assert local_path("file:/tmp/x") == Path("/tmp/x") and local_path("/tmp/x") == Path("/tmp/x")
     assert join("s3a://b/ck/", "trades", "metadata") == "s3a://b/ck/trades/metadata"
@@ -121,8 +122,11 @@ def test_local_files_and_uris(tmp_path):
     assert files.list_dirs(root) == ["trades.old"]
     with pytest.raises(FileNotFoundError):
         files.read_text(join(root, "trades", "metadata"))
+    # No Spark context (as in a pure run, whatever ran before in this process) and no
+    # settings to start one: a clear error, not a JVM.
+    monkeypatch.setattr(SparkContext, "_active_spark_context", None)
     with pytest.raises(CryptoflowError, match="needs a Spark session"):
-        Files().exists("s3a://b/ck")  # no JVM in a pure run, and no settings to start one
+        Files().exists("s3a://b/ck")
 
 
 # ----- integration: SeaweedFS, the pipeline on s3a://, restart, time travel, ops
