@@ -93,9 +93,19 @@ def _no_services_guard(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports: all bound at once, so the kernel cannot hand one out twice."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def make_data_dir(prefix: str = "cryptoflow-test-") -> Path:
@@ -108,13 +118,14 @@ def make_data_dir(prefix: str = "cryptoflow-test-") -> Path:
 def make_settings(data_dir: Path, **overrides) -> Settings:
     """Settings for a test: fresh ports, nothing read from the developer's environment."""
     base = load_settings(environ={}, dotenv=None)
+    kafka_port, controller_port, postgres_port, sim_port = free_ports(4)
     values = dict(
         data_dir=data_dir,
         jar_cache=Path(os.environ.get("CRYPTOFLOW_JAR_CACHE", str(base.jar_cache))),
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        postgres_port=free_port(),
-        sim_port=free_port(),
+        kafka_port=kafka_port,
+        kafka_controller_port=controller_port,
+        postgres_port=postgres_port,
+        sim_port=sim_port,
         kafka_heap="384m",
     )
     values.update(overrides)
