@@ -24,38 +24,60 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
+import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from functools import partial, reduce
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import pipeline_dsn
 from cryptoflow.core.streams import AGG_TRADE, KLINE_1M, StreamKind
+from pipelines.batch_tasks import (
+    CLASS,
+    LIVE,
+    LOOKUP,
+    SUMMARY_SCHEMA,
+    Keyed,
+    KindTask,
+    ServeTask,
+    candidates,
+    classify_partition,
+    counts,
+    live_mask,
+    merged_counts,
+    nearest_rank,
+    order_statistics,
+    quarantine_row,
+    serve_in_task,
+    served_rows,
+)
 from pipelines.bronze.transform import bronze_rows
 from pipelines.gold.candles import candle_intervals
 from pipelines.gold.fold import micros
 from pipelines.gold.transform import window_lengths
 from pipelines.latency import LatencyWindow
 from pipelines.ledger import CommitLedger, created_empty
-from pipelines.ops.batches import latency_percentiles, record_batch
-from pipelines.serve import Gold, Served, serve_batch
+from pipelines.ops.batches import record_batch
+from pipelines.serve import Gold, serve_batch
 from pipelines.serving import Rows, UpsertSpec
-from pipelines.silver.dedup import DUPLICATE, NEW, KeyIndex, classify, new_keys
+from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, KeyIndex, classify, new_keys
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
     key_index,
     keys_in_silver,
+    read_version,
     table_version,
     upsert_spec,
 )
@@ -64,6 +86,8 @@ from pipelines.silver.validate import Rule
 
 log = logging.getLogger(__name__)
 _QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
+#: The flag column of ``PipelineBatch._looked_up``'s join.
+_IN_SILVER = "_in_silver"
 
 
 class ExpectationFailed(CryptoflowError):
@@ -103,10 +127,6 @@ class _Steps:
 
     def __str__(self) -> str:
         return ",".join(f"{k}:{v}" for k, v in self.ms.items())
-
-
-#: Class of a valid row that is not final yet (an open kline): served live, not in silver.
-LIVE = "live"
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class PipelineBatch:
         self.trades = self.plans[0]
         self.job = job
         self.write_bronze = write_bronze
+        self.in_executors = settings.batch_in_executors
         kinds = {p.kind.name for p in self.plans}
         self.gold = Gold(
             settings.table_path("gold"),
@@ -183,6 +204,21 @@ class PipelineBatch:
                 pipeline_dsn(self.settings), self.settings.table_path("gold")
             )
         steps.mark("ledger")
+        run = self._in_executors if self.in_executors else self._in_driver
+        tally = run(spark, evaluated, batch_id, before, app, steps)
+        self._record(app, batch_id, tally, time.monotonic() - t0, steps)
+
+    def _in_driver(
+        self,
+        spark: SparkSession,
+        evaluated: DataFrame,
+        batch_id: int,
+        before: dict[str, int],
+        app: str,
+        steps: _Steps,
+    ) -> Tally:
+        """The batch collected into the driver's Python through Arrow: one Spark job to read
+        it, the fewest on one machine (``CRYPTOFLOW_BATCH_PLACEMENT=driver``)."""
         # One task per core has read every topic-partition of the batch
         # (``pipelines.job.validated_records``): with four stream kinds a batch spans up to
         # 4 x CRYPTOFLOW_KAFKA_PARTITIONS partitions, and a task each (and a file each in
@@ -202,7 +238,7 @@ class PipelineBatch:
                 for p in self.plans
             }
             quarantined = [q for part in parts.values() for q in part.quarantined]
-            quarantined += _unread_rows(table, self._quarantine_row)
+            quarantined += _unread_rows(table)
             steps.mark("dedup")
             trades = parts[self.trades.kind.name]
             served = serve_batch(
@@ -231,14 +267,198 @@ class PipelineBatch:
             if bronze is not None:
                 bronze.result()
                 steps.mark("bronze")
-            late = self._late(trades.new)
-            self._record(app, batch_id, table, parts, len(quarantined), served, late,
-                         time.monotonic() - t0, steps)  # fmt: skip
+            return Tally(
+                input_rows=table.num_rows,
+                new_rows={name: part.new.num_rows for name, part in parts.items()},
+                quarantined=len(quarantined),
+                failed=counts(pc.list_flatten(table.column("failed_expectations"))),
+                latencies=counts(trades.new.column("end_to_end_latency_ms")),
+                windows=len(served.windows),
+                reconciled=served.reconciled,
+                replayed=served.replayed,
+                late=self._late(trades.new),
+            )
         finally:
-            for pending in [*writes, *([bronze] if bronze is not None else [])]:
-                if not pending.done():
-                    pending.exception()  # never leave the cache to a write still reading it
-            _release(evaluated)
+            _finish(evaluated, pending=[*writes, *([bronze] if bronze is not None else [])])
+
+    def _in_executors(
+        self,
+        spark: SparkSession,
+        evaluated: DataFrame,
+        batch_id: int,
+        before: dict[str, int],
+        app: str,
+        steps: _Steps,
+    ) -> Tally:
+        """The batch's per-row work in executor tasks, one per symbol partition
+        (``pipelines.batch_tasks``); the driver plans, commits Delta and merges one summary
+        row per partition (``CRYPTOFLOW_BATCH_PLACEMENT=executors``)."""
+        high_water = self._high_water_us
+        assert high_water is not None  # __call__ reads it before the first batch
+        kinds = [
+            KindTask(p.kind, p.unique_rule.name, dict(self._index[p.kind.name].high))
+            for p in self.plans
+        ]
+        keyed = evaluated.repartition(self.settings.spark_shuffle_partitions, F.col("symbol"))
+        schema = StructType([*evaluated.schema.fields, StructField(CLASS, StringType()),
+                             StructField(LOOKUP, BooleanType())])  # fmt: skip
+        classified = _kept(keyed.mapInArrow(partial(classify_partition, kinds=kinds), schema))
+        stored = [classified]
+        bronze: Future | None = None
+        writes: list[Future] = []
+        try:
+            checks = self._checks(classified)  # reads Kafka, classifies, keeps the rows
+            steps.mark("classify")
+            if self.write_bronze:
+                bronze = self._bronze_writer.submit(self._append_bronze, classified, batch_id)
+            self._stop_on_failed_checks(checks)
+            rows = self._looked_up(spark, classified, checks, before)
+            if rows is not classified:
+                rows = _kept(rows)
+                stored.append(rows)
+                self._stop_on_failed_lookups(rows)
+            steps.mark("lookup")
+            task = ServeTask(
+                pipeline_dsn(self.settings), app, batch_id, self.gold,
+                self.settings.mirror_retry_seconds, kinds[0],
+                [(k, p.spec) for k, p in zip(kinds[1:], self.plans[1:], strict=True)],
+                high_water - self.settings.watermark_seconds * 1_000_000,
+            )  # fmt: skip
+            summaries = rows.mapInArrow(partial(serve_in_task, task=task), SUMMARY_SCHEMA)
+            tally = Tally.of(summaries.collect())
+            steps.mark("postgres")
+            highs = tally.key_highs
+            writes = [
+                self._silver_writer.submit(self._commit_silver, spark, rows, plan, highs, batch_id)
+                for plan in self.plans[1:]
+            ]
+            self._commit_silver(spark, rows, self.trades, highs, batch_id)
+            steps.mark("silver")
+            if tally.quarantined:
+                q = quarantine_frame(rows, {p.kind.name: p.unique_rule.name for p in self.plans})
+                self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
+                steps.mark("quarantine")
+            for write in writes:
+                write.result()
+            steps.mark("kinds")
+            if bronze is not None:
+                bronze.result()
+                steps.mark("bronze")
+            if tally.newest_us is not None:
+                self._high_water_us = max(high_water, tally.newest_us)
+            return tally
+        finally:
+            _finish(*stored, pending=[*writes, *([bronze] if bronze is not None else [])])
+
+    def _checks(self, classified: DataFrame) -> list[Row]:
+        """Per (kind, symbol) with rows to look up or a failing row: the range of record ids
+        to look up in silver and the first failing row (by Kafka position). One small job;
+        it computes and keeps ``classified``."""
+        failing = F.col("fail_rule").isNotNull()
+        unique_fail = [p.kind.name for p in self.plans if p.unique_rule.action == "fail"]
+        if unique_fail:
+            failing |= F.col("kind").isin(unique_fail) & (F.col(CLASS) == DUPLICATE)
+        rule = F.coalesce(F.col("fail_rule"), self._unique_rule_name())
+        lookup = F.col(LOOKUP)
+        return (
+            classified.where(lookup | failing)
+            .groupBy("kind", "symbol")
+            .agg(
+                F.min(F.when(lookup, F.col("record_id"))).alias("low"),
+                F.max(F.when(lookup, F.col("record_id"))).alias("high"),
+                F.min(
+                    F.when(
+                        failing,
+                        F.struct("kafka_partition", "kafka_offset", "topic", rule.alias("rule")),
+                    )
+                ).alias("failed"),
+            )  # fmt: skip
+            .collect()
+        )
+
+    def _unique_rule_name(self) -> Column:
+        """Each row's kind's unique-key rule name."""
+        name = F.lit(None).cast("string")
+        for p in self.plans:
+            name = F.when(F.col("kind") == p.kind.name, F.lit(p.unique_rule.name)).otherwise(name)
+        return name
+
+    @staticmethod
+    def _stop_on_failed_checks(checks: Sequence[Row]) -> None:
+        """Raise for the first row (by Kafka position) a ``fail`` rule rejected."""
+        failed = [c.failed for c in checks if c.failed is not None]
+        if failed:
+            first = min(failed, key=lambda f: (f.kafka_partition, f.kafka_offset))
+            raise _failed(first.rule, first.topic, first.kafka_partition, first.kafka_offset)
+
+    def _looked_up(
+        self, spark: SparkSession, classified: DataFrame, checks: Sequence[Row], before: dict
+    ) -> DataFrame:
+        """``classified`` with its ``lookup`` rows whose key silver holds (as of ``before``)
+        made duplicates: one join with the silver files that may hold those keys (Delta's
+        per-file ranges of the key columns skip the others); ``classified`` itself when no
+        row needed a look-up, as is usual."""
+        found: DataFrame | None = None
+        for plan in self.plans:
+            ranges = [c for c in checks if c.kind == plan.kind.name and c.low is not None]
+            if not ranges:
+                continue
+            record_id = F.expr(plan.kind.entity.record_id)
+            where = reduce(
+                operator.or_,
+                [(F.col("symbol") == c.symbol) & record_id.between(c.low, c.high) for c in ranges],
+            )
+            keys = read_version(spark, plan.path, before[plan.kind.name]).where(where)
+            keys = keys.select(
+                F.lit(plan.kind.name).alias("kind"),
+                "symbol",
+                record_id.alias("record_id"),
+                F.lit(True).alias(_IN_SILVER),
+            )
+            found = keys if found is None else found.unionByName(keys)
+        if found is None:
+            return classified
+        flagged = classified.join(F.broadcast(found), ["kind", "symbol", "record_id"], "left")
+        duplicate = F.col(LOOKUP) & F.col(_IN_SILVER).isNotNull()
+        flagged = flagged.withColumn(CLASS, F.when(duplicate, DUPLICATE).otherwise(F.col(CLASS)))
+        return flagged.withColumn(LOOKUP, duplicate).drop(_IN_SILVER)
+
+    def _stop_on_failed_lookups(self, rows: DataFrame) -> None:
+        """Raise for a row the look-up made a duplicate when its kind's unique-key rule has
+        action ``fail``."""
+        unique_fail = [p.kind.name for p in self.plans if p.unique_rule.action == "fail"]
+        if not unique_fail:
+            return
+        first = (
+            rows.where(F.col(LOOKUP) & F.col("kind").isin(unique_fail))
+            .select("topic", "kafka_partition", "kafka_offset",
+                    self._unique_rule_name().alias("rule"))
+            .orderBy("kafka_partition", "kafka_offset")
+            .limit(1)
+            .collect()
+        )  # fmt: skip
+        if first:
+            f = first[0]
+            raise _failed(f.rule, f.topic, f.kafka_partition, f.kafka_offset)
+
+    def _commit_silver(
+        self,
+        spark: SparkSession,
+        rows: DataFrame,
+        plan: KindPlan,
+        highs: Mapping[str, Mapping[str, int]],
+        batch_id: int,
+    ) -> None:
+        """Append ``plan``'s new rows (classified in the executors) to its silver table once,
+        then move its key index (``_append_silver``, for the executor placement)."""
+        keys = highs.get(plan.kind.name, {})
+        if plan is self.trades or keys:
+            new = rows.where((F.col("kind") == plan.kind.name) & (F.col(CLASS) == NEW))
+            self._silver_ledgers[plan.kind.name].append(
+                new.select(*plan.kind.columns), plan.path, batch_id
+            )
+        if keys or plan is self.trades:
+            self._index[plan.kind.name].advance(table_version(spark, plan.path), keys.items())
 
     def _classify(
         self,
@@ -251,8 +471,8 @@ class PipelineBatch:
         """Deduplicate ``plan``'s collected rows against its silver table at ``before``; stop
         on a ``fail`` rule; its new rows, live rows and the quarantine rows of the others."""
         mine = table.filter(pc.equal(table.column("kind"), plan.kind.name))
-        rows = _candidates(mine)
-        live = _live_mask(mine, plan.kind)
+        rows = candidates(mine)
+        live = live_mask(mine, plan.kind)
         settled = [i for i, is_live in enumerate(live) if not is_live]
         index = self._index[plan.kind.name]  # _silver_before set it for this batch
         found = classify([rows[i] for i in settled], index, self._lookup(spark, plan, before))
@@ -260,21 +480,21 @@ class PipelineBatch:
         for i, c in zip(settled, found, strict=True):
             classes[i] = c
         self._stop_on_failures(mine, rows, classes, plan.unique_rule)
-        new = mine.filter(pa.array([c == NEW for c in classes], pa.bool_()))
-        served: Rows = new
-        if any(live):
-            served = pa.concat_tables([new, _latest_live(mine, classes, plan.kind, new)])
+        new, served = served_rows(mine, classes, plan.kind)
         duplicates = [r for r, c in zip(rows, classes, strict=True) if c == DUPLICATE]
         positions = _positions(spark, duplicates) if duplicates else None
         of_kind = evaluated.where(F.col("kind") == plan.kind.name)
         raw = _raw_values(of_kind, positions)
-        others = [i for i, c in enumerate(classes) if c in (DUPLICATE, "rejected")]
+        others = [i for i, c in enumerate(classes) if c in (DUPLICATE, REJECTED)]
         quarantined = [
-            self._quarantine_row(r, classes[i], raw, plan.unique_rule.name)
+            quarantine_row(
+                r, classes[i], raw.get((r["kafka_partition"], r["kafka_offset"]), r["raw_value"]),
+                plan.unique_rule.name,
+            )
             for i, r in zip(
                 others, mine.take(pa.array(others, pa.int64())).to_pylist(), strict=True
             )
-        ]
+        ]  # fmt: skip
         return _Classified(rows, classes, new, served, positions, quarantined)
 
     def _append_silver(
@@ -355,90 +575,136 @@ class PipelineBatch:
             return
         i = min(failing, key=lambda i: (rows[i].kafka_partition, rows[i].kafka_offset))
         rule = fail_rules[i] or unique_rule.name
-        raise ExpectationFailed(
-            f"expectation {rule} (action fail) rejected the record at "
-            f"{table.column('topic')[i].as_py()}/{rows[i].kafka_partition}/"
-            f"{rows[i].kafka_offset}: the pipeline stops; fix the input or change the rule's "
-            "action to drop or warn in the expectation suite"
-        )
+        topic = table.column("topic")[i].as_py()
+        raise _failed(rule, topic, rows[i].kafka_partition, rows[i].kafka_offset)
 
-    @staticmethod
-    def _quarantine_row(
-        r: dict[str, Any], row_class: str, raw: dict[tuple[int, int], bytes], unique_name: str
-    ) -> tuple:
-        if row_class == DUPLICATE:
-            reasons = [unique_name]
-            value = raw[(r["kafka_partition"], r["kafka_offset"])]
-        else:
-            reasons, value = list(r["failed_expectations"]), r["raw_value"]
-        special = {
-            "failed_expectations": reasons,
-            "raw_value": value,
-            "quarantined_at": r["spark_time"],
-        }
-        return tuple(special[c] if c in special else r.get(c) for c in _QUARANTINE_COLUMNS)
-
-    def _record(
-        self,
-        app: str,
-        batch_id: int,
-        table: pa.Table,
-        parts: dict[str, _Classified],
-        quarantined: int,
-        served: Served,
-        late: int,
-        dt: float,
-        steps: _Steps,
-    ) -> None:
-        trades = parts[self.trades.kind.name].new
-        names = pc.list_flatten(table.column("failed_expectations"))
-        counts = {c["values"]: c["counts"] for c in pc.value_counts(names).to_pylist()}
+    def _record(self, app: str, batch_id: int, tally: Tally, dt: float, steps: _Steps) -> None:
+        """The batch's numbers: ``stats``, its ``pipeline_batches`` row and its log line."""
         warn = {r.name for p in self.plans for r in p.rules if r.action == "warn"}
-        warned = {k: v for k, v in counts.items() if k in warn}
-        failed = {k: v for k, v in counts.items() if k not in warn}
-        latencies = trades.column("end_to_end_latency_ms").to_pylist()
+        warned = {k: v for k, v in tally.failed.items() if k in warn}
+        failed = {k: v for k, v in tally.failed.items() if k not in warn}
+        output = tally.new_rows.get(self.trades.kind.name, 0)
+        p50, p99 = (nearest_rank(tally.latencies, q) for q in (0.50, 0.99))
         s = self.stats
         s.batches += 1
-        s.last_batch_id, s.input_rows, s.output_rows = batch_id, table.num_rows, trades.num_rows
-        s.quarantined, s.late, s.duration_s, s.warned = quarantined, late, dt, warned
-        s.latency_p50_ms = statistics.median(latencies) if latencies else None
-        s.recent.add(latencies)
-        s.total_output += trades.num_rows
-        s.total_quarantined += quarantined
-        for name, part in parts.items():
-            s.rows_by_kind[name] = s.rows_by_kind.get(name, 0) + part.new.num_rows
+        s.last_batch_id, s.input_rows, s.output_rows = batch_id, tally.input_rows, output
+        s.quarantined, s.late, s.duration_s, s.warned = tally.quarantined, tally.late, dt, warned
+        s.latency_p50_ms = p50
+        s.recent.add_statistics(*order_statistics(tally.latencies))
+        s.total_output += output
+        s.total_quarantined += tally.quarantined
+        for name, n in tally.new_rows.items():
+            s.rows_by_kind[name] = s.rows_by_kind.get(name, 0) + n
         record_batch(  # ops hook: the batch's own numbers in pipeline_batches (best effort)
             self.settings,
             self.job,
             batch_id,
             query_id=app,
-            output_rows=trades.num_rows,
-            quarantined=quarantined,
-            late=late,
-            **latency_percentiles(latencies),
+            output_rows=output,
+            quarantined=tally.quarantined,
+            late=tally.late,
+            latency_p50_ms=p50,
+            latency_p99_ms=p99,
         )
         others = "".join(
-            f" {name}={part.new.num_rows}" for name, part in parts.items()
-            if name != self.trades.kind.name
-        )  # fmt: skip
+            f" {name}={n}" for name, n in tally.new_rows.items() if name != self.trades.kind.name
+        )
         log.info(
             "%s batch=%d input=%d output=%d quarantined=%d late=%d windows=%d duration_ms=%d "
             "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s%s%s",
             self.job,
             batch_id,
-            table.num_rows,
-            trades.num_rows,
-            quarantined,
-            late,
-            len(served.windows),
+            tally.input_rows,
+            output,
+            tally.quarantined,
+            tally.late,
+            tally.windows,
             dt * 1000,
-            "-" if s.latency_p50_ms is None else f"{s.latency_p50_ms:.0f}",
+            "-" if p50 is None else f"{p50:.0f}",
             json.dumps(failed, separators=(",", ":")),
             json.dumps(warned, separators=(",", ":")),
             steps,
-            others + "".join(f" {k}={v}" for k, v in served.reconciled.items()),
-            " postgres=already-applied" if served.replayed else "",
+            others + "".join(f" {k}={v}" for k, v in tally.reconciled.items()),
+            " postgres=already-applied" if tally.replayed else "",
         )
+
+
+@dataclass
+class Tally:
+    """What a batch did, for ``_record``: counts, and the histograms (``counts``) of the
+    failed rule names and the new trades' end-to-end latencies."""
+
+    input_rows: int
+    new_rows: dict[str, int]
+    quarantined: int
+    failed: dict[str, int]
+    latencies: dict[str, int]
+    windows: int
+    reconciled: dict[str, int]
+    replayed: bool
+    late: int
+    key_highs: dict[str, dict[str, int]] = field(default_factory=dict)  # new keys per kind
+    newest_us: int | None = None  # newest new trade time
+
+    @classmethod
+    def of(cls, summaries: Sequence[Row]) -> Tally:
+        """The merged summary rows of a batch's executor tasks (``SUMMARY_SCHEMA``)."""
+        highs: dict[str, dict[str, int]] = {}
+        for r in summaries:
+            for kind, keys in json.loads(r.key_highs).items():
+                mine = highs.setdefault(kind, {})
+                for symbol, high in keys.items():
+                    mine[symbol] = max(high, mine.get(symbol, high))
+        newest = [r.newest_us for r in summaries if r.newest_us is not None]
+        return cls(
+            input_rows=sum(r.input for r in summaries),
+            new_rows={k: int(v) for k, v in merged_counts([r.new_rows for r in summaries]).items()},
+            quarantined=sum(r.quarantined for r in summaries),
+            failed=merged_counts([r.failed for r in summaries]),
+            latencies=merged_counts([r.latencies for r in summaries]),
+            windows=sum(r.windows for r in summaries),
+            reconciled=merged_counts([r.reconciled for r in summaries]),
+            replayed=bool(summaries) and all(r.replayed for r in summaries),
+            late=sum(r.late for r in summaries),
+            key_highs=highs,
+            newest_us=max(newest) if newest else None,
+        )
+
+
+def _failed(rule: str, topic: str, partition: int, offset: int) -> ExpectationFailed:
+    """The error that stops the query at a record a ``fail`` rule rejected."""
+    return ExpectationFailed(
+        f"expectation {rule} (action fail) rejected the record at {topic}/{partition}/{offset}: "
+        "the pipeline stops; fix the input or change the rule's action to drop or warn in the "
+        "expectation suite"
+    )
+
+
+def _finish(*kept: DataFrame, pending: Sequence[Future]) -> None:
+    """Wait for the batch's writes still running, then free what ``_kept`` stored."""
+    for write in pending:
+        if not write.done():
+            write.exception()  # never leave the cache to a write still reading it
+    for batch in kept:
+        _release(batch)
+
+
+def quarantine_frame(rows: DataFrame, unique_rules: Mapping[str, str]) -> DataFrame:
+    """The quarantine rows (``QUARANTINE_SCHEMA``) of a batch classified in the executors:
+    its rejected records with the rules they failed, its duplicates under their kind's
+    unique-key rule (``unique_rules``: by kind)."""
+    unique = F.lit(None).cast("string")
+    for kind, name in unique_rules.items():
+        unique = F.when(F.col("kind") == kind, F.lit(name)).otherwise(unique)
+    special = {
+        "failed_expectations": F.when(F.col(CLASS) == DUPLICATE, F.array(unique)).otherwise(
+            F.col("failed_expectations")
+        ),
+        "quarantined_at": F.col("spark_time"),
+    }
+    return rows.where(F.col(CLASS).isin(REJECTED, DUPLICATE)).select(
+        *(special.get(c, F.col(c)).alias(c) for c in _QUARANTINE_COLUMNS)
+    )
 
 
 def _kept(batch: DataFrame) -> DataFrame:
@@ -500,50 +766,10 @@ class _Classified(NamedTuple):
     quarantined: list[tuple]  # quarantine rows of the rejected records and duplicates
 
 
-class Keyed(NamedTuple):
-    """What deduplication reads of a collected row (``dedup.Candidate``)."""
-
-    symbol: str | None
-    record_id: int | None
-    dropped: bool
-    kafka_partition: int
-    kafka_offset: int
-
-
-def _candidates(table: pa.Table) -> list[Keyed]:
-    """The batch's rows as ``Keyed`` tuples, in table order."""
-    columns = [table.column(name).to_pylist() for name in Keyed._fields]
-    return [Keyed(*values) for values in zip(*columns, strict=True)]
-
-
-def _live_mask(table: pa.Table, kind: StreamKind) -> list[bool]:
-    """Per row: valid but not final (``Entity.final`` false, an open kline)."""
-    if kind.entity.final is None:
-        return [False] * table.num_rows
-    final = table.column(kind.entity.final).to_pylist()
-    dropped = table.column("dropped").to_pylist()
-    return [not d and f is False for d, f in zip(dropped, final, strict=True)]
-
-
-def _latest_live(table: pa.Table, classes: list[str], kind: StreamKind, new: pa.Table) -> pa.Table:
-    """The last live row (by event time, then Kafka position) of each key that has no new
-    final row in the batch: one row per key, as one upsert statement needs."""
-    key = kind.entity.key
-    final_keys = set(zip(*(new.column(c).to_pylist() for c in key), strict=True))
-    rows = table.filter(pa.array([c == LIVE for c in classes], pa.bool_()))
-    order = rows.sort_by([("event_time", "ascending"), ("kafka_partition", "ascending"),
-                          ("kafka_offset", "ascending")])  # fmt: skip
-    last: dict[tuple, int] = {}
-    for i, k in enumerate(zip(*(order.column(c).to_pylist() for c in key), strict=True)):
-        if k not in final_keys:
-            last[k] = i
-    return order.take(pa.array(sorted(last.values()), pa.int64()))
-
-
-def _unread_rows(table: pa.Table, quarantine_row: Callable[..., tuple]) -> list[tuple]:
+def _unread_rows(table: pa.Table) -> list[tuple]:
     """Quarantine rows of the records of a topic no stream kind reads (``kind`` NULL)."""
     unread = table.filter(pc.is_null(table.column("kind")))
-    return [quarantine_row(r, "rejected", {}, "") for r in unread.to_pylist()]
+    return [quarantine_row(r, REJECTED, r["raw_value"], "") for r in unread.to_pylist()]
 
 
 def _positions(spark: SparkSession, rows: list[Keyed]) -> DataFrame:

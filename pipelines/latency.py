@@ -40,6 +40,13 @@ class LatencyWindow:
             values = values[picks]
         else:
             weight = 1.0
+        self.add_statistics(values, weight)
+
+    def add_statistics(self, values: np.ndarray, weight: float) -> None:
+        """Add a batch given as sorted order statistics, each standing for ``weight`` values
+        (``pipelines.batch_tasks.order_statistics`` of a histogram)."""
+        if not values.size:
+            return
         now = self.clock()
         with self._lock:
             self._batches.append((now, values, weight))

@@ -1,8 +1,8 @@
 """One micro-batch's PostgreSQL transaction: every kind's rows, quarantine, gold and the ledger.
 
 In one transaction (retried while PostgreSQL is unreachable, ``pipelines.serving``):
-1. the ledger: if ``applied_batches`` holds (query, batch), the batch was applied before a
-   crash and nothing is done again;
+1. the ledger: if ``applied_batches`` holds (query, batch, part), the batch (or that
+   partition of it) was applied before a crash and nothing is done again;
 2. the batch's new trades are staged and inserted into ``raw_trades``, and exactly the rows
    inserted are folded into the windows' sums, ``metrics`` and ``candles``
    (``pipelines.gold.fold``);
@@ -30,6 +30,9 @@ from pipelines.gold.fold import Folded, fold_batch
 from pipelines.gold.reconcile import kline_minutes, reconcile
 from pipelines.serving import Rows, UpsertSpec, copy_upsert, in_transaction, stage_rows
 from pipelines.silver.tables import QUARANTINE, RAW_TRADES
+
+#: Advisory lock key under which a batch's partitions take change_seq numbers in turn.
+CHANGE_SEQ_LOCK = 0x63665F73  # "cf_s"
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,22 @@ def serve_batch(
     gold: Gold,
     retry_seconds: float,
     others: Sequence[tuple[UpsertSpec, Rows]] = (),
+    part: int = 0,
 ) -> Served:
-    """Apply one batch to the serving tables exactly once (module doc)."""
+    """Apply one batch (``part``: one partition of it, written by an executor task) to the
+    serving tables exactly once (module doc)."""
 
     def apply(cur: psycopg2.extensions.cursor) -> Served:
         cur.execute(
-            "SELECT 1 FROM applied_batches WHERE query_id = %s AND batch_id = %s",
-            (query_id, batch_id),
+            "SELECT 1 FROM applied_batches WHERE query_id = %s AND batch_id = %s AND part = %s",
+            (query_id, batch_id, part),
         )
         if cur.fetchone() is not None:
             return Served(replayed=True)
+        # The Delta copiers take rows by change_seq (pipelines.gold.sync): the batch's
+        # partitions write side by side, so each takes its sequence numbers and commits in
+        # turn, and no copier round can see a later number committed before an earlier one.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGE_SEQ_LOCK,))
         folded = Folded()
         if len(trades):
             stage = stage_rows(cur, RAW_TRADES, trades)
@@ -100,9 +109,9 @@ def serve_batch(
                 reconciled["aggregate_mismatch"] = checked["mismatch"]
         rejected = copy_upsert(cur, QUARANTINE, quarantined) if quarantined else 0
         cur.execute(
-            "INSERT INTO applied_batches (query_id, batch_id, trades, quarantined) "
-            "VALUES (%s, %s, %s, %s)",
-            (query_id, batch_id, folded.trades, rejected),
+            "INSERT INTO applied_batches (query_id, batch_id, part, trades, quarantined) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (query_id, batch_id, part, folded.trades, rejected),
         )
         return Served(folded.trades, rejected, rows, folded.windows, reconciled)
 

@@ -54,6 +54,7 @@ def test_unknown_setting_is_an_error_with_a_suggestion():
         ({"CRYPTOFLOW_SYMBOLS": ","}, "CRYPTOFLOW_SYMBOLS is empty"),
         ({"CRYPTOFLOW_SYMBOLS": "BTC-USDT"}, "is not a Binance symbol"),
         ({"CRYPTOFLOW_WINDOW_SECONDS": "0"}, "CRYPTOFLOW_WINDOW_SECONDS must be at least 1"),
+        ({"CRYPTOFLOW_BATCH_PLACEMENT": "gpu"}, "expected one of auto, executors, driver"),
     ],
 )
 def test_bad_values_fail_early_with_the_variable_named(env, message):
@@ -146,3 +147,14 @@ def test_unknown_stream_kind_and_time_unit_are_named():
         load_settings(environ={"CRYPTOFLOW_STREAMS": "trade,depth"}, dotenv=None)
     with pytest.raises(ConfigError, match="CRYPTOFLOW_BINANCE_TIME_UNIT='NANO'"):
         load_settings(environ={"CRYPTOFLOW_BINANCE_TIME_UNIT": "NANO"}, dotenv=None)
+
+
+def test_a_batch_runs_in_the_driver_locally_and_in_executors_on_a_cluster():
+    local = load_settings(environ={}, dotenv=None)
+    assert local.batch_placement == "auto" and not local.batch_in_executors
+    assert local.replace(spark_master="spark://h:7077").batch_in_executors
+    assert local.replace(spark_workers=2).batch_in_executors  # the local standalone cluster
+    assert local.replace(batch_placement="executors").batch_in_executors
+    assert not local.replace(
+        spark_master="spark://h:7077", batch_placement="driver"
+    ).batch_in_executors

@@ -64,8 +64,13 @@ def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings,
     assert bronze.count() == len(records)
 
 
-def test_silver_mirrors_exactly_and_quarantines_duplicates_once(spark, settings, unique, tmp_path):
-    s = isolated(settings, unique, tmp_path)
+@pytest.mark.parametrize("placement", ["driver", "executors"])
+def test_silver_mirrors_exactly_and_quarantines_duplicates_once(
+    spark, settings, unique, tmp_path, placement
+):
+    """With the batch's per-row work in the driver and in executor tasks (one per symbol
+    partition): replays of old trades are looked up in silver and quarantined once."""
+    s = isolated(settings, unique, tmp_path).replace(batch_placement=placement)
     first = trades(300, s.symbols)
     produce_trades(s, first)
     silver = s.table_path("silver")
@@ -189,20 +194,24 @@ def test_replayed_batch_after_a_crash_is_identical(
     assert silver.count() == 40 and quarantine.count() == 3 + 43
 
 
-@pytest.mark.parametrize("kill_at", ["after-postgres", "after-delta"])
+@pytest.mark.parametrize(
+    ("kill_at", "placement"),
+    [("after-postgres", "driver"), ("after-delta", "driver"), ("after-postgres", "executors")],
+)
 def test_process_killed_inside_a_batch_loses_and_repeats_nothing(
-    spark, settings, unique, tmp_path, kill_at
+    spark, settings, unique, tmp_path, kill_at, placement
 ):
     """SIGKILL of the pipeline's process between a batch's PostgreSQL commit and its Delta
     commits, or after its Delta commits but before Spark's commit log: after a restart no
-    window is counted twice and no trade is lost, in PostgreSQL and in Delta."""
+    window is counted twice and no trade is lost, in PostgreSQL and in Delta (each
+    partition of an executor placement's batch has its ledger row)."""
     import subprocess
     import sys
 
     from tests.metrics_oracle import compare_metrics, expected_metrics
     from tests.pipeline_helpers import env_for
 
-    s = isolated(settings, unique, tmp_path)
+    s = isolated(settings, unique, tmp_path).replace(batch_placement=placement)
     first = trades(120, s.symbols)
     produce_trades(s, first)
     log = tmp_path / "killed.log"
@@ -233,10 +242,12 @@ def test_process_killed_inside_a_batch_loses_and_repeats_nothing(
     assert compare_metrics(expected_metrics(everything, s.window_seconds), gold) == []
     applied = pg_rows(
         s,
-        "SELECT batch_id, count(*) FROM applied_batches WHERE query_id = %s GROUP BY 1",
+        "SELECT batch_id, part, count(*) FROM applied_batches WHERE query_id = %s GROUP BY 1, 2",
         (_query_id(s),),
     )
-    assert (0, 1) in applied and all(n == 1 for _, n in applied)
+    assert 0 in {b for b, _, _ in applied} and all(n == 1 for _, _, n in applied)
+    if placement == "executors":  # a ledger row per symbol partition that had rows
+        assert {p for b, p, _ in applied if b == 0} <= set(range(s.spark_shuffle_partitions))
 
 
 def pg_metrics(s: Settings) -> list[dict]:

@@ -21,6 +21,7 @@ from cryptoflow.core.streams import DEFAULT_STREAMS, KINDS, TRADE, StreamKind, k
 PREFIX = "CRYPTOFLOW_"
 SOURCES = ("binance", "sim", "csv")
 TIME_UNITS = ("MILLISECOND", "MICROSECOND")
+BATCH_PLACEMENTS = ("auto", "executors", "driver")
 
 #: Known Binance endpoints by short name (``CRYPTOFLOW_BINANCE_ENDPOINT``).
 BINANCE_ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -114,6 +115,13 @@ class Settings:
         0,
     )
     spark_master_port: int = _env("Port of the local Spark cluster's master", 17077)
+    batch_placement: str = _env(
+        "Where a micro-batch's per-row work (deduplication, PostgreSQL writes) runs: "
+        "'executors' (Spark tasks, one PostgreSQL transaction per symbol partition), 'driver' "
+        "(collected into the driver's Python: fewer jobs, the lowest latency on one machine) or "
+        "'auto' (driver in local mode, executors on a cluster)",
+        "auto",
+    )
     spark_master_ui_port: int = _env(
         "Port of the local Spark cluster master's web UI and its /json/ status", 18090
     )
@@ -313,6 +321,13 @@ class Settings:
     def kafka_controller_ports(self) -> list[int]:
         """Controller port of each embedded broker: kafka_controller_port + 2(n-1)."""
         return [self.kafka_controller_port + 2 * n for n in range(self.kafka_brokers)]
+
+    @property
+    def batch_in_executors(self) -> bool:
+        """True when a batch's per-row work runs in executor tasks (``batch_placement``)."""
+        if self.batch_placement == "auto":
+            return not self.spark_master_url.startswith("local")
+        return self.batch_placement == "executors"
 
     @property
     def spark_master_url(self) -> str:
@@ -555,6 +570,11 @@ def validate(s: Settings) -> None:
         )
     if s.watermark_seconds < 0:
         raise ConfigError("CRYPTOFLOW_WATERMARK_SECONDS must not be negative")
+    if s.batch_placement not in BATCH_PLACEMENTS:
+        raise ConfigError(
+            f"CRYPTOFLOW_BATCH_PLACEMENT={s.batch_placement!r}: expected one of "
+            + ", ".join(BATCH_PLACEMENTS)
+        )
 
 
 def _validate_spark_cluster(s: Settings) -> None:
