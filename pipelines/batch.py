@@ -24,39 +24,35 @@ from __future__ import annotations
 
 import json
 import logging
-import operator
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial, reduce
+from functools import partial
 from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from cryptoflow.core.config import Settings
 from cryptoflow.core.db import connect
 from cryptoflow.core.errors import CryptoflowError
 from cryptoflow.core.services.postgres import pipeline_dsn
 from cryptoflow.core.streams import AGG_TRADE, KLINE_1M, StreamKind
+from pipelines import batch_frames as frames
 from pipelines.batch_tasks import (
-    CLASS,
     LIVE,
-    LOOKUP,
     SUMMARY_SCHEMA,
     Keyed,
     KindTask,
     ServeTask,
+    Tally,
     candidates,
-    classify_partition,
     counts,
     live_mask,
-    merged_counts,
     nearest_rank,
     order_statistics,
     quarantine_row,
@@ -72,12 +68,11 @@ from pipelines.ledger import CommitLedger, created_empty
 from pipelines.ops.batches import record_batch
 from pipelines.serve import Gold, serve_batch
 from pipelines.serving import Rows, UpsertSpec
-from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, KeyIndex, classify, new_keys
+from pipelines.silver.dedup import DUPLICATE, REJECTED, KeyIndex, classify, new_keys
 from pipelines.silver.tables import (
     QUARANTINE_SCHEMA,
     key_index,
     keys_in_silver,
-    read_version,
     table_version,
     upsert_spec,
 )
@@ -86,8 +81,6 @@ from pipelines.silver.validate import Rule
 
 log = logging.getLogger(__name__)
 _QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
-#: The flag column of ``PipelineBatch._looked_up``'s join.
-_IN_SILVER = "_in_silver"
 
 
 class ExpectationFailed(CryptoflowError):
@@ -171,6 +164,8 @@ class PipelineBatch:
         self.job = job
         self.write_bronze = write_bronze
         self.in_executors = settings.batch_in_executors
+        self._unique_rules = {p.kind.name: p.unique_rule.name for p in self.plans}
+        self._unique_fail = [p.kind.name for p in self.plans if p.unique_rule.action == "fail"]
         kinds = {p.kind.name for p in self.plans}
         self.gold = Gold(
             settings.table_path("gold"),
@@ -291,32 +286,32 @@ class PipelineBatch:
         steps: _Steps,
     ) -> Tally:
         """The batch's per-row work in executor tasks, one per symbol partition
-        (``pipelines.batch_tasks``); the driver plans, commits Delta and merges one summary
-        row per partition (``CRYPTOFLOW_BATCH_PLACEMENT=executors``)."""
+        (``pipelines.batch_tasks``, ``pipelines.batch_frames``); the driver plans, commits
+        Delta and merges one summary row per partition (``CRYPTOFLOW_BATCH_PLACEMENT``)."""
         high_water = self._high_water_us
         assert high_water is not None  # __call__ reads it before the first batch
         kinds = [
             KindTask(p.kind, p.unique_rule.name, dict(self._index[p.kind.name].high))
             for p in self.plans
         ]
-        keyed = evaluated.repartition(self.settings.spark_shuffle_partitions, F.col("symbol"))
-        schema = StructType([*evaluated.schema.fields, StructField(CLASS, StringType()),
-                             StructField(LOOKUP, BooleanType())])  # fmt: skip
-        classified = _kept(keyed.mapInArrow(partial(classify_partition, kinds=kinds), schema))
+        partitions = self.settings.spark_shuffle_partitions
+        classified = _kept(frames.classified_frame(evaluated, kinds, partitions))
         stored = [classified]
         bronze: Future | None = None
         writes: list[Future] = []
         try:
-            checks = self._checks(classified)  # reads Kafka, classifies, keeps the rows
+            # One small job: reads Kafka, classifies in the tasks, keeps the rows.
+            checks = frames.checks(classified, self._unique_rules, self._unique_fail)
             steps.mark("classify")
             if self.write_bronze:
                 bronze = self._bronze_writer.submit(self._append_bronze, classified, batch_id)
-            self._stop_on_failed_checks(checks)
+            self._stop_at(frames.first_failed(checks))
             rows = self._looked_up(spark, classified, checks, before)
             if rows is not classified:
-                rows = _kept(rows)
                 stored.append(rows)
-                self._stop_on_failed_lookups(rows)
+                if self._unique_fail:
+                    self._stop_at(frames.first_looked_up(rows, self._unique_rules,
+                                                         self._unique_fail))  # fmt: skip
             steps.mark("lookup")
             task = ServeTask(
                 pipeline_dsn(self.settings), app, batch_id, self.gold,
@@ -327,15 +322,14 @@ class PipelineBatch:
             summaries = rows.mapInArrow(partial(serve_in_task, task=task), SUMMARY_SCHEMA)
             tally = Tally.of(summaries.collect())
             steps.mark("postgres")
-            highs = tally.key_highs
             writes = [
-                self._silver_writer.submit(self._commit_silver, spark, rows, plan, highs, batch_id)
-                for plan in self.plans[1:]
+                self._silver_writer.submit(self._commit_silver, rows, p, tally, batch_id)
+                for p in self.plans[1:]
             ]
-            self._commit_silver(spark, rows, self.trades, highs, batch_id)
+            self._commit_silver(rows, self.trades, tally, batch_id)
             steps.mark("silver")
             if tally.quarantined:
-                q = quarantine_frame(rows, {p.kind.name: p.unique_rule.name for p in self.plans})
+                q = frames.quarantine_frame(rows, self._unique_rules)
                 self._ledger.append(q, self.settings.table_path("quarantine"), batch_id)
                 steps.mark("quarantine")
             for write in writes:
@@ -350,115 +344,35 @@ class PipelineBatch:
         finally:
             _finish(*stored, pending=[*writes, *([bronze] if bronze is not None else [])])
 
-    def _checks(self, classified: DataFrame) -> list[Row]:
-        """Per (kind, symbol) with rows to look up or a failing row: the range of record ids
-        to look up in silver and the first failing row (by Kafka position). One small job;
-        it computes and keeps ``classified``."""
-        failing = F.col("fail_rule").isNotNull()
-        unique_fail = [p.kind.name for p in self.plans if p.unique_rule.action == "fail"]
-        if unique_fail:
-            failing |= F.col("kind").isin(unique_fail) & (F.col(CLASS) == DUPLICATE)
-        rule = F.coalesce(F.col("fail_rule"), self._unique_rule_name())
-        lookup = F.col(LOOKUP)
-        return (
-            classified.where(lookup | failing)
-            .groupBy("kind", "symbol")
-            .agg(
-                F.min(F.when(lookup, F.col("record_id"))).alias("low"),
-                F.max(F.when(lookup, F.col("record_id"))).alias("high"),
-                F.min(
-                    F.when(
-                        failing,
-                        F.struct("kafka_partition", "kafka_offset", "topic", rule.alias("rule")),
-                    )
-                ).alias("failed"),
-            )  # fmt: skip
-            .collect()
-        )
-
-    def _unique_rule_name(self) -> Column:
-        """Each row's kind's unique-key rule name."""
-        name = F.lit(None).cast("string")
-        for p in self.plans:
-            name = F.when(F.col("kind") == p.kind.name, F.lit(p.unique_rule.name)).otherwise(name)
-        return name
-
-    @staticmethod
-    def _stop_on_failed_checks(checks: Sequence[Row]) -> None:
-        """Raise for the first row (by Kafka position) a ``fail`` rule rejected."""
-        failed = [c.failed for c in checks if c.failed is not None]
-        if failed:
-            first = min(failed, key=lambda f: (f.kafka_partition, f.kafka_offset))
-            raise _failed(first.rule, first.topic, first.kafka_partition, first.kafka_offset)
-
     def _looked_up(
         self, spark: SparkSession, classified: DataFrame, checks: Sequence[Row], before: dict
     ) -> DataFrame:
-        """``classified`` with its ``lookup`` rows whose key silver holds (as of ``before``)
-        made duplicates: one join with the silver files that may hold those keys (Delta's
-        per-file ranges of the key columns skip the others); ``classified`` itself when no
+        """``classified`` with the rows whose key silver holds (as of ``before``) among those
+        the key index could not settle made duplicates, kept; ``classified`` itself when no
         row needed a look-up, as is usual."""
         found: DataFrame | None = None
-        for plan in self.plans:
-            ranges = [c for c in checks if c.kind == plan.kind.name and c.low is not None]
-            if not ranges:
-                continue
-            record_id = F.expr(plan.kind.entity.record_id)
-            where = reduce(
-                operator.or_,
-                [(F.col("symbol") == c.symbol) & record_id.between(c.low, c.high) for c in ranges],
-            )
-            keys = read_version(spark, plan.path, before[plan.kind.name]).where(where)
-            keys = keys.select(
-                F.lit(plan.kind.name).alias("kind"),
-                "symbol",
-                record_id.alias("record_id"),
-                F.lit(True).alias(_IN_SILVER),
-            )
-            found = keys if found is None else found.unionByName(keys)
-        if found is None:
-            return classified
-        flagged = classified.join(F.broadcast(found), ["kind", "symbol", "record_id"], "left")
-        duplicate = F.col(LOOKUP) & F.col(_IN_SILVER).isNotNull()
-        flagged = flagged.withColumn(CLASS, F.when(duplicate, DUPLICATE).otherwise(F.col(CLASS)))
-        return flagged.withColumn(LOOKUP, duplicate).drop(_IN_SILVER)
+        for p in self.plans:
+            ranges = [c for c in checks if c.kind == p.kind.name and c.low is not None]
+            if ranges:
+                keys = frames.silver_keys(spark, p.path, before[p.kind.name], p.kind, ranges)
+                found = keys if found is None else found.unionByName(keys)
+        return classified if found is None else _kept(frames.looked_up(classified, found))
 
-    def _stop_on_failed_lookups(self, rows: DataFrame) -> None:
-        """Raise for a row the look-up made a duplicate when its kind's unique-key rule has
-        action ``fail``."""
-        unique_fail = [p.kind.name for p in self.plans if p.unique_rule.action == "fail"]
-        if not unique_fail:
-            return
-        first = (
-            rows.where(F.col(LOOKUP) & F.col("kind").isin(unique_fail))
-            .select("topic", "kafka_partition", "kafka_offset",
-                    self._unique_rule_name().alias("rule"))
-            .orderBy("kafka_partition", "kafka_offset")
-            .limit(1)
-            .collect()
-        )  # fmt: skip
-        if first:
-            f = first[0]
-            raise _failed(f.rule, f.topic, f.kafka_partition, f.kafka_offset)
+    @staticmethod
+    def _stop_at(failed: Row | None) -> None:
+        """Raise for the row a ``fail`` rule rejected, if any."""
+        if failed is not None:
+            raise _failed(failed.rule, failed.topic, failed.kafka_partition, failed.kafka_offset)
 
-    def _commit_silver(
-        self,
-        spark: SparkSession,
-        rows: DataFrame,
-        plan: KindPlan,
-        highs: Mapping[str, Mapping[str, int]],
-        batch_id: int,
-    ) -> None:
+    def _commit_silver(self, rows: DataFrame, plan: KindPlan, tally: Tally, batch_id: int) -> None:
         """Append ``plan``'s new rows (classified in the executors) to its silver table once,
         then move its key index (``_append_silver``, for the executor placement)."""
-        keys = highs.get(plan.kind.name, {})
+        keys = tally.key_highs.get(plan.kind.name, {})
         if plan is self.trades or keys:
-            new = rows.where((F.col("kind") == plan.kind.name) & (F.col(CLASS) == NEW))
-            self._silver_ledgers[plan.kind.name].append(
-                new.select(*plan.kind.columns), plan.path, batch_id
-            )
-        if keys or plan is self.trades:
-            self._index[plan.kind.name].advance(table_version(spark, plan.path), keys.items())
+            ledger = self._silver_ledgers[plan.kind.name]
+            ledger.append(frames.new_rows(rows, plan.kind), plan.path, batch_id)
+            version = table_version(rows.sparkSession, plan.path)
+            self._index[plan.kind.name].advance(version, keys.items())
 
     def _classify(
         self,
@@ -629,48 +543,6 @@ class PipelineBatch:
         )
 
 
-@dataclass
-class Tally:
-    """What a batch did, for ``_record``: counts, and the histograms (``counts``) of the
-    failed rule names and the new trades' end-to-end latencies."""
-
-    input_rows: int
-    new_rows: dict[str, int]
-    quarantined: int
-    failed: dict[str, int]
-    latencies: dict[str, int]
-    windows: int
-    reconciled: dict[str, int]
-    replayed: bool
-    late: int
-    key_highs: dict[str, dict[str, int]] = field(default_factory=dict)  # new keys per kind
-    newest_us: int | None = None  # newest new trade time
-
-    @classmethod
-    def of(cls, summaries: Sequence[Row]) -> Tally:
-        """The merged summary rows of a batch's executor tasks (``SUMMARY_SCHEMA``)."""
-        highs: dict[str, dict[str, int]] = {}
-        for r in summaries:
-            for kind, keys in json.loads(r.key_highs).items():
-                mine = highs.setdefault(kind, {})
-                for symbol, high in keys.items():
-                    mine[symbol] = max(high, mine.get(symbol, high))
-        newest = [r.newest_us for r in summaries if r.newest_us is not None]
-        return cls(
-            input_rows=sum(r.input for r in summaries),
-            new_rows={k: int(v) for k, v in merged_counts([r.new_rows for r in summaries]).items()},
-            quarantined=sum(r.quarantined for r in summaries),
-            failed=merged_counts([r.failed for r in summaries]),
-            latencies=merged_counts([r.latencies for r in summaries]),
-            windows=sum(r.windows for r in summaries),
-            reconciled=merged_counts([r.reconciled for r in summaries]),
-            replayed=bool(summaries) and all(r.replayed for r in summaries),
-            late=sum(r.late for r in summaries),
-            key_highs=highs,
-            newest_us=max(newest) if newest else None,
-        )
-
-
 def _failed(rule: str, topic: str, partition: int, offset: int) -> ExpectationFailed:
     """The error that stops the query at a record a ``fail`` rule rejected."""
     return ExpectationFailed(
@@ -687,24 +559,6 @@ def _finish(*kept: DataFrame, pending: Sequence[Future]) -> None:
             write.exception()  # never leave the cache to a write still reading it
     for batch in kept:
         _release(batch)
-
-
-def quarantine_frame(rows: DataFrame, unique_rules: Mapping[str, str]) -> DataFrame:
-    """The quarantine rows (``QUARANTINE_SCHEMA``) of a batch classified in the executors:
-    its rejected records with the rules they failed, its duplicates under their kind's
-    unique-key rule (``unique_rules``: by kind)."""
-    unique = F.lit(None).cast("string")
-    for kind, name in unique_rules.items():
-        unique = F.when(F.col("kind") == kind, F.lit(name)).otherwise(unique)
-    special = {
-        "failed_expectations": F.when(F.col(CLASS) == DUPLICATE, F.array(unique)).otherwise(
-            F.col("failed_expectations")
-        ),
-        "quarantined_at": F.col("spark_time"),
-    }
-    return rows.where(F.col(CLASS).isin(REJECTED, DUPLICATE)).select(
-        *(special.get(c, F.col(c)).alias(c) for c in _QUARANTINE_COLUMNS)
-    )
 
 
 def _kept(batch: DataFrame) -> DataFrame:

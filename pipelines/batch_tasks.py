@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,9 @@ from pipelines.serve import Gold, serve_batch
 from pipelines.serving import Rows, UpsertSpec
 from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, KeyIndex, classify, new_keys
 from pipelines.silver.tables import QUARANTINE_SCHEMA
+
+if TYPE_CHECKING:
+    from pyspark.sql import Row
 
 QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
 #: Class of a valid row that is not final yet (an open kline): served live, not in silver.
@@ -272,3 +275,45 @@ def serve_in_task(batches: Iterator[pa.RecordBatch], task: ServeTask) -> Iterato
 
     context = TaskContext.get()
     yield from serve_partition(batches, task, context.partitionId() if context else 0)
+
+
+@dataclass
+class Tally:
+    """What a batch did, for ``_record``: counts, and the histograms (``counts``) of the
+    failed rule names and the new trades' end-to-end latencies."""
+
+    input_rows: int
+    new_rows: dict[str, int]
+    quarantined: int
+    failed: dict[str, int]
+    latencies: dict[str, int]
+    windows: int
+    reconciled: dict[str, int]
+    replayed: bool
+    late: int
+    key_highs: dict[str, dict[str, int]] = field(default_factory=dict)  # new keys per kind
+    newest_us: int | None = None  # newest new trade time
+
+    @classmethod
+    def of(cls, summaries: Sequence[Row]) -> Tally:
+        """The merged summary rows of a batch's executor tasks (``SUMMARY_SCHEMA``)."""
+        highs: dict[str, dict[str, int]] = {}
+        for r in summaries:
+            for kind, keys in json.loads(r.key_highs).items():
+                mine = highs.setdefault(kind, {})
+                for symbol, high in keys.items():
+                    mine[symbol] = max(high, mine.get(symbol, high))
+        newest = [r.newest_us for r in summaries if r.newest_us is not None]
+        return cls(
+            input_rows=sum(r.input for r in summaries),
+            new_rows={k: int(v) for k, v in merged_counts([r.new_rows for r in summaries]).items()},
+            quarantined=sum(r.quarantined for r in summaries),
+            failed=merged_counts([r.failed for r in summaries]),
+            latencies=merged_counts([r.latencies for r in summaries]),
+            windows=sum(r.windows for r in summaries),
+            reconciled=merged_counts([r.reconciled for r in summaries]),
+            replayed=bool(summaries) and all(r.replayed for r in summaries),
+            late=sum(r.late for r in summaries),
+            key_highs=highs,
+            newest_us=max(newest) if newest else None,
+        )
