@@ -168,3 +168,78 @@ def test_replay_refills_a_dropped_day(spark, settings, unique, tmp_path):
     assert metrics(s, symbols) == windows
     again = refill_days(spark, s, DAYS[1], DAYS[1])  # a day still there: nothing changes
     assert again.trades_inserted == 0 and raw_trades(s, symbols) == trades
+
+
+def test_latest_rows_functions_answer_as_the_unbounded_queries(settings, unique):
+    """sql/091_latest_rows.sql: the functions read the last day's partitions only, yet answer
+    as the unbounded queries they replace, also when the newest rows are older than a day
+    (they go on into the older days) and when the last day holds fewer than n rows."""
+    a, b = f"L{unique}A", f"L{unique}B"
+    lake = f"lake-latest-{unique}"
+    serve(settings, lake, f"q-{unique}", 0, trades_on([date(2019, 6, 1), date(2019, 6, 2)],
+                                                       [a, b], 40, 4))  # fmt: skip
+
+    def trade_times(symbols, n):
+        return pg(settings, "SELECT trade_time FROM raw_trades WHERE symbol = ANY(%s) "
+                            "ORDER BY trade_time DESC LIMIT %s", (symbols, n))  # fmt: skip
+
+    def window_starts(symbols, n):
+        return pg(settings, "SELECT window_start FROM metrics WHERE symbol = ANY(%s) "
+                            "ORDER BY window_start DESC LIMIT %s", (symbols, n))  # fmt: skip
+
+    def newest(symbols):
+        return pg(settings, "SELECT (SELECT max(trade_time) FROM raw_trades WHERE symbol = "
+                            "ANY(%(s)s)), (SELECT max(window_start) FROM metrics WHERE symbol "
+                            "= ANY(%(s)s)), (SELECT max(window_end) FROM metrics WHERE symbol "
+                            "= ANY(%(s)s))", {"s": symbols})  # fmt: skip
+
+    def check(symbols, n):
+        assert pg(settings, "SELECT trade_time FROM latest_trades(%s, %s)", (n, symbols)) == (
+            trade_times(symbols, n)
+        )
+        assert pg(settings, "SELECT window_start FROM latest_metrics(%s, %s)", (n, symbols)) == (
+            window_starts(symbols, n)
+        )
+        got = pg(settings, "SELECT newest_trade_time(%(s)s), newest_window_start(%(s)s), "
+                           "newest_window_end(%(s)s)", {"s": symbols})  # fmt: skip
+        assert got == newest(symbols)
+
+    # Only 2019: nothing in the last day, every function goes on into the older days.
+    assert len(trade_times([a, b], 5)) == 5
+    check([a, b], 5)
+    check([b], 3)
+    # A few trades of `a` an hour ago: 3 in the last day, the other 2 of 5 from 2019.
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    ms = int(now.timestamp() * 1000)
+    serve(settings, lake, f"q-{unique}", 1, [trade_row({
+        "s": a, "t": 1_000_000 + i, "p": "2.5", "q": "1", "m": i % 2 == 0, "E": ms + i,
+        "T": ms + i}) for i in range(3)])  # fmt: skip
+    for n in (2, 3, 5, 100):
+        check([a, b], n)
+    check([b], 5)  # b has nothing recent: still its 2019 rows
+    check([f"L{unique}X"], 5)  # no such symbol: no rows, NULL
+    assert pg(settings, "SELECT count(*) FROM latest_trades(0, %s)", ([a],)) == [(0,)]
+    # Every symbol, in one snapshot (other tests write meanwhile).
+    conn = connect(admin_dsn(settings))
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ")
+        with conn.cursor() as cur:
+            cur.execute("SELECT trade_time FROM latest_trades(5)")
+            got = cur.fetchall()
+            cur.execute("SELECT trade_time FROM raw_trades ORDER BY trade_time DESC LIMIT 5")
+            assert got == cur.fetchall()
+            cur.execute("SELECT newest_trade_time(), newest_window_end()")
+            got = cur.fetchall()
+            cur.execute("SELECT max(trade_time), (SELECT max(window_end) FROM metrics) "
+                        "FROM raw_trades")  # fmt: skip
+            assert got == cur.fetchall()
+            # Grafana's pickers list what has windows in the day before the newest window:
+            # a, not b (2019 only).
+            cur.execute("SELECT symbol FROM metrics_symbols()")
+            listed = [r[0] for r in cur.fetchall()]
+            assert a in listed and b not in listed
+            cur.execute("SELECT seconds FROM metrics_window_seconds()")
+            assert {5, 60} <= {r[0] for r in cur.fetchall()}
+        conn.rollback()
+    finally:
+        conn.close()
