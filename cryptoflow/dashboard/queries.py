@@ -160,12 +160,11 @@ VIEWS: tuple[View, ...] = (
 #: Tables the views read that other parts of the pipeline create; absent ones are reported.
 TABLE_EXISTS = "SELECT to_regclass(%(table)s) IS NOT NULL"
 
-#: Newest serving-table activity, for the page header. metrics is partitioned by window_start
-#: (docs/serving.md): the newest window_end is sought in the last day of windows only.
-FRESHNESS = """SELECT (SELECT max(trade_time) FROM raw_trades) AS last_trade,
-                      (SELECT max(window_end) FROM metrics WHERE window_start >=
-                          (SELECT max(window_start) FROM metrics) - interval '1 day')
-                          AS last_window,
+#: Newest serving-table activity, for the page header. The newest trade and window come from
+#: functions (sql/091_latest_rows.sql) that read the last day's partitions only (older ones
+#: when the last day is empty): max() over raw_trades or metrics would plan every day
+#: partition kept (docs/serving.md).
+FRESHNESS = """SELECT newest_trade_time() AS last_trade, newest_window_end() AS last_window,
                       (SELECT count(*) FROM raw_trades WHERE trade_time >= %(since)s) AS trades"""
 
 

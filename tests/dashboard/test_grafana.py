@@ -35,9 +35,17 @@ SERVING_TABLES = ("raw_trades", "metrics", "quarantine", "pipeline_batches", "dq
                   "reconciliation")  # fmt: skip
 
 
+#: The functions of sql/091_latest_rows.sql that panels call, by the table they read.
+SERVING_FUNCTIONS = {"latest_trades": "raw_trades", "newest_trade_time": "raw_trades",
+                     "latest_metrics": "metrics", "newest_window_start": "metrics",
+                     "newest_window_end": "metrics", "metrics_symbols": "metrics",
+                     "metrics_window_seconds": "metrics"}  # fmt: skip
+
+
 def tables_of(sql: str) -> set[str]:
-    """The serving tables a query reads."""
-    return {t for t in SERVING_TABLES if re.search(rf"\b(?:FROM|JOIN)\s+{t}\b", sql, re.I)}
+    """The serving tables a query reads, directly or through a function."""
+    found = {t for t in SERVING_TABLES if re.search(rf"\b(?:FROM|JOIN)\s+{t}\b", sql, re.I)}
+    return found | {t for f, t in SERVING_FUNCTIONS.items() if re.search(rf"\b{f}\s*\(", sql)}
 
 
 JOBS = ("trades",)  # pipelines.job.QUERY: the one streaming query
@@ -96,6 +104,7 @@ def test_macro_expansion_matches_grafana():
     assert tables_of("SELECT 1 FROM metrics m CROSS JOIN LATERAL unnest(x) JOIN quarantine q") == {
         "metrics", "quarantine"
     }  # fmt: skip
+    assert tables_of("SELECT now() - newest_trade_time(ARRAY['A'])") == {"raw_trades"}
 
 
 @pytest.mark.integration
