@@ -6,10 +6,14 @@ is filled with ``INSERT ... SELECT generate_series``, one day partition at a tim
 rate of trades per day (three symbols, 50/30/20 %, ids and times growing together), with the
 metrics of those days (5 s and 60 s windows); each size adds OLDER days, so the newest hours
 that the dashboards read are the same at every size, as a table that grows with time. After
-each fill: ANALYZE, then (a) every query, warm (one unmeasured run), median of ``--runs``,
-with EXPLAIN's count of the partitions it read and whether it used an index; (b) the upsert
-rate through the pipeline's own transaction (``pipelines.serve.serve_batch``: raw_trades,
-the fold into metric_sums, metrics and candles, the ledger) of batches of new trades.
+each fill: ANALYZE, then (a) every query, read from where it lives (README.md's psql
+examples, ``cryptoflow.dashboard.queries``, Grafana's market dashboard file: panels and
+pickers), each in its own transaction, warm (one unmeasured run), median of ``--runs``, with
+EXPLAIN's count of the partitions it read, whether it used an index, and the partitions it
+opened (its locks: also those of the statements a function runs); (b) the answers of
+sql/091's functions against the unbounded queries they replace; (c) the upsert rate through
+the pipeline's own transaction (``pipelines.serve.serve_batch``: raw_trades, the fold into
+metric_sums, metrics and candles, the ledger) of batches of new trades.
 
     nice -n 15 .venv/bin/python bench/bench_serving.py --sizes 1e6,1e7,5e7
 
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -88,38 +93,100 @@ CROSS JOIN LATERAL generate_series(%(day)s::timestamptz,
 """
 
 
-def queries() -> dict[str, str]:
-    """The README's and the dashboards' queries on raw_trades and metrics, parameters as the
-    live page (``cryptoflow.dashboard.queries``) and Grafana (last 15 min, window 5, every
-    symbol) send them; %(since)s, %(until)s, %(symbols)s."""
-    from cryptoflow.dashboard.queries import FRESHNESS, view
+ROOT = Path(__file__).resolve().parents[1]
+#: A query that reads the day-partitioned tables, or calls a function of
+#: sql/091_latest_rows.sql that does.
+SERVING_READ = re.compile(
+    r"\b(?:raw_trades|metrics)\b|\b(?:latest_(?:trades|metrics)|newest_\w+|metrics_\w+)\s*\("
+)
 
-    grafana_range = "BETWEEN %(since)s AND %(until)s"
-    found = {
-        "readme: latest trades": "SELECT * FROM raw_trades ORDER BY trade_time DESC LIMIT 5",
-        "readme: latest metrics": "SELECT * FROM metrics ORDER BY window_start DESC LIMIT 5",
-        "page: freshness": FRESHNESS,
-        "grafana: trades in range": "SELECT count(*) AS trades FROM raw_trades WHERE "
-        f"trade_time {grafana_range} AND symbol IN %(symbols)s",
-        "grafana: seconds since last trade": "SELECT extract(epoch FROM now() - "
-        "max(trade_time)) AS seconds FROM raw_trades WHERE symbol IN %(symbols)s",
-        "grafana: serving latency p50": "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY "
-        "extract(epoch FROM mirrored_at - trade_time) * 1000) AS p50_ms FROM raw_trades "
-        f"WHERE trade_time {grafana_range} AND symbol IN %(symbols)s",
-        "grafana: latency chain": "SELECT floor(extract(epoch FROM trade_time) / 5) * 5 AS "
-        'time, avg(exchange_latency_ms) AS "exchange", avg(source_latency_ms) AS "source", '
-        'avg(end_to_end_latency_ms) AS "end to end", avg(extract(epoch FROM mirrored_at - '
-        'trade_time) * 1000) AS "serving" FROM raw_trades WHERE trade_time '
-        f"{grafana_range} AND symbol IN %(symbols)s GROUP BY 1 ORDER BY 1",
-        "grafana: price and vwap": 'SELECT m.window_start AS "time", s.series AS metric, '
-        "s.value FROM metrics m CROSS JOIN LATERAL (VALUES ('average price', m.avg_price), "
-        f"('vwap', m.vwap)) AS s(series, value) WHERE m.window_start {grafana_range} AND "
-        "m.symbol IN %(symbols)s AND m.window_end - m.window_start = make_interval(secs => 5) "
-        "ORDER BY 1",
-    }
-    for name in ("price", "volume", "buy_sell", "intensity", "latency"):
-        found[f"page: {name}"] = view(name).sql
+
+def readme_queries(path: Path = ROOT / "README.md") -> dict[str, str]:
+    """The README's psql examples, as written there (``cryptoflow psql -c '...'`` and
+    ``crypto=> ...;`` lines)."""
+    text = path.read_text()
+    found = re.findall(r"cryptoflow psql -c '([^']+)'", text)
+    found += re.findall(r"^crypto=> (.+?);\s*$", text, re.M)
+    return {f"readme: {q}": q for q in found if SERVING_READ.search(q)}
+
+
+def grafana_sql(raw: str) -> str:
+    """A Grafana query with its macros and variables as psycopg2 parameters: the time range
+    %(since)s and %(until)s, %(bucket_s)s for $__interval, the symbols as %(symbols)s (a
+    tuple: ``IN ($symbol)``) or %(symbol_array)s (``ARRAY[$symbol]``), %(window_s)s."""
+    sql = raw.replace("%", "%%")
+    group = r"floor(extract(epoch from \1)/%(bucket_s)s)*%(bucket_s)s"
+    sql = re.sub(r"\$__timeGroupAlias\(([^,]+),[^)]*\)", group + ' AS "time"', sql)
+    sql = re.sub(r"\$__timeGroup\(([^,]+),[^)]*\)", group, sql)
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)", r"\1 BETWEEN %(since)s AND %(until)s", sql)
+    sql = sql.replace("$__timeFrom()", "%(since)s").replace("$__timeTo()", "%(until)s")
+    sql = sql.replace("ARRAY[$symbol]", "%(symbol_array)s").replace("($symbol)", "%(symbols)s")
+    sql = sql.replace("$window", "%(window_s)s")
+    assert "$" not in sql, f"a Grafana macro or variable the bench does not expand: {raw}"
+    return sql
+
+
+def grafana_queries(path: Path = ROOT / "docker/grafana/dashboards/cryptoflow-market.json"):
+    """The market dashboard's template variables and panel queries that read raw_trades or
+    metrics, as in the dashboard file."""
+    board = json.loads(path.read_text())
+    found = {}
+    for var in board.get("templating", {}).get("list", []):
+        if var.get("type") == "query" and SERVING_READ.search(var["query"]):
+            found[f"grafana: variable {var['name']}"] = grafana_sql(var["query"])
+    for panel in board["panels"]:
+        for t in panel.get("targets", []):
+            if SERVING_READ.search(t["rawSql"]):
+                found[f"grafana: {panel['title'].split(' · ')[0]}"] = grafana_sql(t["rawSql"])
     return found
+
+
+def queries() -> dict[str, str]:
+    """The README's and the dashboards' queries on raw_trades and metrics, read from where
+    they live (README.md, ``cryptoflow.dashboard.queries``, the Grafana dashboard file),
+    parameters as the live page and Grafana (last 15 min, window 5, every symbol) send them;
+    %(since)s, %(until)s, %(symbols)s, %(symbol_array)s, %(window_s)s, %(bucket_s)s."""
+    from cryptoflow.dashboard.queries import FRESHNESS, VIEWS
+
+    found = readme_queries()
+    found["page: freshness"] = FRESHNESS
+    found |= {f"page: {v.name}": v.sql for v in VIEWS if v.table in ("raw_trades", "metrics")}
+    return found | grafana_queries()
+
+
+#: What the rewritten queries (sql/091_latest_rows.sql) must answer: the unbounded queries
+#: they replace, which plan every partition. Checked on the bench's data at every size.
+EQUIVALENT = {
+    "SELECT trade_time FROM latest_trades(5)":
+        "SELECT trade_time FROM raw_trades ORDER BY trade_time DESC LIMIT 5",
+    "SELECT window_start FROM latest_metrics(5)":
+        "SELECT window_start FROM metrics ORDER BY window_start DESC LIMIT 5",
+    "SELECT newest_trade_time(), newest_trade_time(%(symbol_array)s), newest_window_end()":
+        "SELECT max(trade_time), max(trade_time) FILTER (WHERE symbol IN %(symbols)s), "
+        "(SELECT max(window_end) FROM metrics) FROM raw_trades",
+    "SELECT * FROM metrics_symbols()": "SELECT DISTINCT symbol FROM metrics ORDER BY 1",
+    "SELECT * FROM metrics_window_seconds()":
+        "SELECT DISTINCT extract(epoch FROM window_end - window_start)::int FROM metrics "
+        "ORDER BY 1",
+}  # fmt: skip
+
+
+def check_equivalent(dsn: str, params: dict) -> dict[str, bool]:
+    """Each rewritten query's answer against the unbounded query's, in one snapshot."""
+    out = {}
+    conn = db.connect(dsn)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            for new, old in EQUIVALENT.items():
+                cur.execute(new, params)
+                got = cur.fetchall()
+                cur.execute(old, params)
+                out[new] = got == cur.fetchall() and bool(got)
+        conn.rollback()
+    finally:
+        conn.close()
+    return out
 
 
 @contextlib.contextmanager
@@ -215,16 +282,32 @@ def fill_partition(cur, table: str, statement: str, day: datetime, n: int) -> No
 
 def plan_facts(cur, query: str, params: dict) -> dict:
     """Partitions a query's plan lists, those it read (EXPLAIN ANALYZE: a scan that says
-    "never executed" was skipped at run time), and whether it reads any by index."""
+    "never executed" was skipped at run time), and whether it reads any by index; and the
+    partitions it opened, counted by their locks, which holds for the statements a function
+    runs too (for those, EXPLAIN shows the function call only)."""
     cur.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query, params)
     plan = [r[0] for r in cur.fetchall()]
     scans = [line for line in plan if " on raw_trades_p" in line or " on metrics_p" in line]
     read = [line for line in scans if "never executed" not in line]
     planning = [float(line.split()[2]) for line in plan if line.startswith("Planning Time")]
+    cur.connection.autocommit = False
+    try:
+        cur.execute(query, params)
+        cur.fetchall()
+        cur.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE l.pid = pg_backend_pid() AND c.relkind = 'r' AND c.relispartition"
+        )
+        opened = cur.fetchone()[0]
+    finally:
+        cur.connection.rollback()
+        cur.connection.autocommit = True
     return {
         "planning_ms": planning[0] if planning else None,
         "partitions_planned": len(scans),
         "partitions": len(read),
+        "partitions_opened": opened,
+        "function": not scans and any("Function Scan" in line or "Result" in line for line in plan),
         "index": any("Index" in line for line in read),
         "seq_scans": sum("Seq Scan" in line for line in read),
     }
@@ -236,15 +319,23 @@ def on_cpu_ms(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
+def query_params() -> dict:
+    """The parameters the page and Grafana send: the last 15 minutes of the filled days,
+    window 5, bucket 5 s, every symbol."""
+    until = LAST_DAY + timedelta(days=1)
+    return {"since": until - timedelta(minutes=15), "until": until, "symbols": SYMBOLS,
+            "symbol_array": list(SYMBOLS), "window_s": 5, "bucket_s": 5}  # fmt: skip
+
+
 def time_queries(dsn: str, runs: int) -> dict[str, dict]:
     """Median wall ms and median server CPU ms (the backend's on-CPU time) of each query
-    (warm: one run first), with its plan's facts."""
-    until = LAST_DAY + timedelta(days=1)
-    params = {"since": until - timedelta(minutes=15), "until": until, "symbols": SYMBOLS,
-              "window_s": 5, "bucket_s": 5}  # fmt: skip
+    (warm: one run first), each in its own transaction as the page and Grafana send them
+    (autocommit: a partition's lock is taken again by every query), with its plan's facts."""
+    params = query_params()
     out = {}
     conn = db.connect(dsn)
     try:
+        conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
             backend = cur.fetchone()[0]
@@ -261,7 +352,6 @@ def time_queries(dsn: str, runs: int) -> dict[str, dict]:
                 facts = plan_facts(cur, query, params)
                 out[name] = {"median_ms": statistics.median(wall),
                              "cpu_ms": statistics.median(cpu), **facts}  # fmt: skip
-            conn.rollback()
     finally:
         conn.close()
     return out
@@ -349,7 +439,7 @@ def main() -> int:
         default=250_000,
         help="trades per day partition (default 250000: 1 M = 4 days, 50 M = 200)",
     )
-    ap.add_argument("--runs", type=int, default=7, help="timed runs of each query (median)")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs of each query (median)")
     ap.add_argument("--batch", type=int, default=2000, help="trades per upsert batch")
     ap.add_argument("--batches", type=int, default=30, help="upsert batches timed per size")
     ap.add_argument(
@@ -373,6 +463,7 @@ def main() -> int:
             fill_s = time.monotonic() - t0
             at: dict = {"rows": filled * per_day, "days": filled, "fill_s": fill_s}
             at["queries"] = time_queries(reader, args.runs)
+            at["equivalent"] = check_equivalent(reader, query_params())
             at["upsert"] = upsert_rate(writer, admin, postmaster, size, args.batch, args.batches)
             result["at"][str(size)] = at
             report_size(size, at)
@@ -394,10 +485,13 @@ def save(name: str, result: dict, path: Path | None) -> Path:
 def report_size(size: int, at: dict) -> None:
     print(f"\n== {at['rows']:,} trades, {at['days']} days (filled in {at['fill_s']:.0f} s)")
     for name, q in at["queries"].items():
-        how = "index" if q["index"] else "seq"
-        print(f"  {name:34s} {q['median_ms']:8.2f} ms  cpu {q['cpu_ms']:7.2f} ms  plan "
-              f"{q['planning_ms']:6.2f} ms  partitions={q['partitions']}/"
-              f"{q['partitions_planned']} {how}")  # fmt: skip
+        how = "function" if q["function"] else "index" if q["index"] else "seq"
+        plan = "" if q["planning_ms"] is None else f"plan {q['planning_ms']:6.2f} ms  "
+        print(f"  {name:40s} {q['median_ms']:8.2f} ms  cpu {q['cpu_ms']:7.2f} ms  {plan}"
+              f"partitions read/planned {q['partitions']}/{q['partitions_planned']} "
+              f"opened {q['partitions_opened']} {how}")  # fmt: skip
+    for query, same in at["equivalent"].items():
+        print(f"  {'same answer as unbounded' if same else 'DIFFERENT ANSWER'}: {query}")
     u = at["upsert"]
     print(f"  upsert: {u['rows_per_s']:,.0f} rows/s, median batch of {u['batch_rows']} "
           f"{u['median_batch_ms']:.1f} ms; {u['rows_per_server_cpu_s']:,.0f} rows per server "
@@ -423,7 +517,7 @@ def report_ratios(result: dict) -> None:
             continue
         print(f"\n{size} / {sizes[0]} (targets: queries <= 2x, upsert slowdown <= 1.5x)")
         for n in wall:
-            print(f"  {n:36s} wall {wall[n]:6.2f}x  cpu {cpu[n]:6.2f}x")
+            print(f"  {n:40s} wall {wall[n]:6.2f}x  cpu {cpu[n]:6.2f}x")
         print("  upsert slowdown: " + ", ".join(f"{k} {v:.2f}x" for k, v in slow.items()))
     result["ratios"] = ratios
 
