@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from cryptoflow.core.streams import StreamKind
 from pipelines.serve import Gold, serve_batch
 from pipelines.serving import Rows, UpsertSpec
-from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, KeyIndex, classify, new_keys
+from pipelines.silver.dedup import DUPLICATE, NEW, REJECTED, KeyIndex, classify
 from pipelines.silver.tables import QUARANTINE_SCHEMA
 
 if TYPE_CHECKING:
@@ -198,12 +198,12 @@ def serve_partition(
         of_kind = table.take(pa.array(mine, pa.int64()))
         kind_classes = [classes[i] for i in mine]
         parts[name] = served_rows(of_kind, kind_classes, kind_task.kind)
-        key_highs[name] = new_keys(candidates(of_kind), kind_classes)
+        key_highs[name] = highest_ids(parts[name][0])
     unique = {k.kind.name: k.unique_rule for k in [task.trades, *(k for k, _ in task.others)]}
+    others = [i for i, c in enumerate(classes) if c in (REJECTED, DUPLICATE)]
     quarantined = [
         quarantine_row(r, classes[i], r["raw_value"], unique.get(names[i] or "", ""))
-        for i, r in enumerate(table.to_pylist())
-        if classes[i] in (REJECTED, DUPLICATE)
+        for i, r in zip(others, table.take(pa.array(others, pa.int64())).to_pylist(), strict=True)
     ]
     trades = parts[task.trades.kind.name][0]
     served = serve_batch(
@@ -228,6 +228,14 @@ def serve_partition(
         "failed": json.dumps(counts(flags)),
     }
     yield pa.RecordBatch.from_pylist([summary], schema=_SUMMARY)
+
+
+def highest_ids(new: pa.Table) -> dict[str, int]:
+    """The highest record id per symbol of a kind's new rows (``dedup.new_keys``, in Arrow)."""
+    if not new.num_rows:
+        return {}
+    grouped = new.group_by("symbol").aggregate([("record_id", "max")]).to_pydict()
+    return dict(zip(grouped["symbol"], grouped["record_id_max"], strict=True))
 
 
 def counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:

@@ -81,3 +81,15 @@ def test_latency_histograms_give_the_percentiles_of_the_values_themselves():
         assert list(stats) == sorted(stats) and stats[0] == min(values)
         assert stats[-1] == max(values)
     assert nearest_rank({}, 0.5) is None and order_statistics({})[0].size == 0
+
+
+def test_highest_ids_per_symbol_as_dedup_reckons_them():
+    from pipelines.batch_tasks import candidates, highest_ids
+    from pipelines.silver.dedup import new_keys
+
+    a3, b9 = ("trade", "A", 3, False, 0, 0), ("trade", "B", 9, False, 0, 1)
+    a5 = ("trade", "A", 5, False, 0, 2)
+    batches = _rows(a3, b9, a5)
+    rows = pa.Table.from_batches(batches)
+    assert highest_ids(rows) == dict(new_keys(candidates(rows), ["new"] * 3)) == {"A": 5, "B": 9}
+    assert highest_ids(rows.slice(0, 0)) == {}
