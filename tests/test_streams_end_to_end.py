@@ -57,8 +57,11 @@ def closed_klines_cover(record: Path, symbols: list[str], last_minute: dict[str,
 
 
 def test_every_stream_kind_is_exact_under_faults_and_a_sigkill(settings, spark, unique, tmp_path):
+    """In the executor placement (each symbol partition's rows written by its own task; the
+    driver placement runs in the other end-to-end tests): open klines, reconciliation and the
+    aggregate checks need a symbol's rows of every kind in one task."""
     s = isolated(settings, unique, tmp_path).replace(
-        source="sim", sim_port=free_port(), streams=",".join(KINDS)
+        source="sim", sim_port=free_port(), streams=",".join(KINDS), batch_placement="executors"
     )
     for topic in s.topics:
         kafka.ensure_topic(s, topic)
