@@ -115,15 +115,15 @@ class Settings:
         0,
     )
     spark_master_port: int = _env("Port of the local Spark cluster's master", 17077)
+    spark_master_ui_port: int = _env(
+        "Port of the local Spark cluster master's web UI and its /json/ status", 18090
+    )
     batch_placement: str = _env(
         "Where a micro-batch's per-row work (deduplication, PostgreSQL writes) runs: "
         "'executors' (Spark tasks, one PostgreSQL transaction per symbol partition), 'driver' "
         "(collected into the driver's Python: fewer jobs, the lowest latency on one machine) or "
         "'auto' (driver in local mode, executors on a cluster)",
         "auto",
-    )
-    spark_master_ui_port: int = _env(
-        "Port of the local Spark cluster master's web UI and its /json/ status", 18090
     )
     lake_root: str = _env("Root of the Delta tables (path or URI); default <data_dir>/lake", "")
     checkpoint_root: str = _env("Root of streaming checkpoints; default <data_dir>/checkpoints", "")
