@@ -414,6 +414,14 @@ def upsert_rate(dsn: str, admin: str, postmaster: int, size: int, batch: int, ba
             cur.execute("DELETE FROM metrics WHERE window_start >= %s", (first,))
             cur.execute("DELETE FROM metric_sums")
             cur.execute("DELETE FROM candles")
+        # ...and the next size's queries too: the deleted rows' index entries would stay in
+        # today's partitions, the first that an ORDER BY trade_time DESC LIMIT 5 or a max()
+        # walks (a pipeline never deletes: retention drops whole days).
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("VACUUM {}, {}, metric_sums, candles").format(
+                sql.Identifier(f"raw_trades_p{first:%Y%m%d}"),
+                sql.Identifier(f"metrics_p{first:%Y%m%d}")))  # fmt: skip
     finally:
         conn.close()
     return {
