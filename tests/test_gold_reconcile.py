@@ -239,6 +239,30 @@ def test_aggregates_are_checked_against_their_trades_once_all_are_present(settin
         {"status": "match", "differences": {}}]  # fmt: skip
     assert in_tx(settings, lambda cur: check_aggregates(cur)) == {"checked": 0, "mismatch": 0}
 
+    # With many days of raw_trades, a check reads the partitions around its aggregates' time.
+    def scanned(cur):
+        from pipelines.gold.aggcheck import _CHECK
+
+        old_days = [f"2025-01-{d:02d}" for d in range(1, 13)]
+        cur.execute("SELECT serving_ensure_days('raw_trades'::regclass, %s::date[])", (old_days,))
+        params = {"agg_symbols": [s], "agg_ids": [100], "range_symbols": [], "los": [],
+                  "his": []}  # fmt: skip
+        cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _CHECK, params)
+        return _executed_partitions(cur.fetchone()[0][0]["Plan"], "raw_trades_p")
+
+    read = in_tx(settings, scanned)
+    assert 1 <= len(read) <= 3, read
+
+
+def _executed_partitions(plan: dict, prefix: str) -> set[str]:
+    """The partitions (relation names starting with ``prefix``) a plan's nodes read."""
+    found = set()
+    if plan.get("Relation Name", "").startswith(prefix) and plan.get("Actual Loops", 0) > 0:
+        found.add(plan["Relation Name"])
+    for child in plan.get("Plans", []):
+        found |= _executed_partitions(child, prefix)
+    return found
+
 
 def test_live_page_and_grafana_summaries_read_reconciliation(settings, unique):
     """The live page's reconciliation view and the Grafana panel, as the read-only login:

@@ -41,10 +41,12 @@ WITH by_id AS (
     JOIN agg_trades a ON a.symbol = r.symbol AND a.agg_trade_id BETWEEN f.id AND l.id
     WHERE a.last_trade_id >= r.lo AND a.first_trade_id <= r.hi
 ), touched AS (
-    SELECT symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, is_buyer_maker
+    SELECT symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, is_buyer_maker,
+           trade_time
     FROM by_id
     UNION
-    SELECT symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, is_buyer_maker
+    SELECT symbol, agg_trade_id, price, quantity, first_trade_id, last_trade_id, is_buyer_maker,
+           trade_time
     FROM by_trade
 )
 SELECT a.symbol, a.agg_trade_id, a.first_trade_id, a.last_trade_id, a.price, a.quantity,
@@ -54,6 +56,10 @@ SELECT a.symbol, a.agg_trade_id, a.first_trade_id, a.last_trade_id, a.price, a.q
 FROM touched a
 JOIN raw_trades t ON t.symbol = a.symbol
                  AND t.trade_id BETWEEN a.first_trade_id AND a.last_trade_id
+                 -- an aggregate's trades fill one taker order at its time: the bound lets
+                 -- each probe read the day partitions around it, not every day's index
+                 AND t.trade_time BETWEEN a.trade_time - interval '1 day'
+                                      AND a.trade_time + interval '1 day'
 GROUP BY 1, 2, 3, 4, 5, 6, 7
 HAVING count(*) = a.last_trade_id - a.first_trade_id + 1
 """
