@@ -2,15 +2,15 @@
 
 The cluster is ``cryptoflow.core.services.spark_cluster``: a master and two workers of one
 core each from pyspark's own distribution, on loopback. Executors import the project's code
-from the zip the driver ships (not from the checkout), and the end-to-end exactness test (the
-simulator with faults, a SIGKILL of the driver) passes with its tasks on both workers. The
-pure tests check the configuration: master URLs, the code zip, the executors' settings.
+from the zip the driver ships (not from the checkout). The pure tests check the configuration:
+master URLs, the code zip, the executors' settings. The end-to-end exactness test on the
+cluster (the simulator with faults, a SIGKILL of the driver, its tasks on both workers) is
+part of tests/test_scale_out.py, with the lake on S3 and a Kafka broker killed as well.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 import zipfile
@@ -30,11 +30,8 @@ from cryptoflow.core.executors import (
     is_local,
     master_address,
 )
-from cryptoflow.core.services import spark_cluster
 from cryptoflow.supervisor import child_env
-from tests.conftest import free_port
-from tests.pipeline_helpers import isolated
-from tests.test_end_to_end import killed_pipeline_stays_exact
+from tests.service_stacks import services_running, with_spark_cluster
 
 # ---------------------------------------------------------------- pure: the configuration
 
@@ -111,15 +108,10 @@ def test_cluster_conf(tmp_path):
 def cluster(settings: Settings):
     """The session's services plus a local standalone cluster: a master and two workers of
     one core each, on free ports; stopped (with their executors) at the end of the module."""
-    s = settings.replace(
-        spark_workers=2, spark_master_port=free_port(), spark_master_ui_port=free_port()
-    )
-    try:
-        assert spark_cluster.start(s)
+    s = with_spark_cluster(settings)
+    with services_running(s) as started:
+        assert started == ["spark"]
         yield s
-    finally:
-        spark_cluster.stop(s)
-    assert not spark_cluster.running(s) and not spark_cluster.running_workers(s)
 
 
 @pytest.mark.integration
@@ -148,37 +140,3 @@ def test_the_driver_does_not_import_from_the_zip(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "path", ["/venv/site-packages", code, "/work"])
     drop_code_zip_from_path()
     assert sys.path == ["/venv/site-packages", "/work"]
-
-
-def _tasks_finished_per_worker(s: Settings, app_ids: set[str]) -> dict[int, int]:
-    """Tasks that executors of the applications ``app_ids`` finished, per worker (their logs
-    in the workers' work dirs)."""
-    finished = {}
-    for n in (1, 2):
-        work = spark_cluster.worker_dir(s, n) / "work"
-        logs = [p for app in app_ids for p in (work / app).glob("*/stderr")]
-        finished[n] = sum(p.read_text(errors="replace").count("Finished task") for p in logs)
-    return finished
-
-
-@pytest.mark.integration
-def test_driver_killed_on_the_cluster_stays_exact(cluster: Settings, spark, unique, tmp_path):
-    """The exactness test of tests/test_end_to_end.py with the jobs on the cluster: the
-    driver (``up``) SIGKILLed once and restarted; its tasks ran on both workers."""
-    s = isolated(cluster, unique, tmp_path).replace(source="sim", sim_port=free_port())
-
-    def ran_on_the_workers() -> None:
-        status = spark_cluster.master_status(s)
-        assert status is not None
-        apps = [a for a in status["activeapps"] + status["completedapps"]
-                if a["name"] == "cryptoflow-up"]  # fmt: skip
-        active = [a for a in status["activeapps"] if a["name"] == "cryptoflow-up"]
-        assert len(apps) >= 2 and len(active) == 1  # the killed driver's and the restarted
-        assert active[0]["cores"] == 2  # one executor on each worker
-        finished = _tasks_finished_per_worker(s, {a["id"] for a in apps})
-        assert all(n > 0 for n in finished.values()), finished
-
-    killed_pipeline_stays_exact(
-        s, spark, tmp_path, kills=1, rng=random.Random(unique), per_symbol=300,
-        while_running=ran_on_the_workers,
-    )  # fmt: skip
