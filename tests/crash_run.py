@@ -17,7 +17,6 @@ import sys
 from cryptoflow.cli import main
 from pipelines import batch
 
-
 _BATCH: list[int] = []  # the batch being run
 
 
