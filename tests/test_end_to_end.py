@@ -176,8 +176,7 @@ def killed_pipeline_stays_exact(
 ) -> None:
     """The simulator with faults, ingestion, and ``up --no-ingest`` SIGKILLed ``kills`` times
     at random points of progress and restarted; then raw_trades, metrics and silver are exact.
-    ``while_running`` is called after that, the last pipeline still running. Also the body of
-    the Spark-cluster test (tests/test_spark_cluster.py): ``s`` chooses the master."""
+    ``while_running`` is called after that, the last pipeline still running."""
     record = tmp_path / "record.jsonl"
     sim = start_simulator_process(
         s,

@@ -52,7 +52,7 @@ SPARK_JARS = JarSet(
 )
 #: S3A (``s3a://``): hadoop-aws without the 600 MB ``software.amazon.awssdk:bundle`` it
 #: declares, plus the SDK modules S3A loads: the S3 client, its transfer manager and STS
-#: (assumed-role credentials). Proven against the embedded SeaweedFS (tests/test_s3_lake.py).
+#: (assumed-role credentials). Proven against the embedded SeaweedFS (tests/test_scale_out.py).
 S3_JARS = JarSet(
     "s3",
     (
