@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pyarrow as pa
@@ -18,7 +19,6 @@ from pipelines.batch_tasks import (
     nearest_rank,
     order_statistics,
 )
-from pipelines.ops.batches import latency_percentiles
 
 
 def _rows(*rows: tuple) -> list[pa.RecordBatch]:
@@ -73,14 +73,21 @@ def test_latency_histograms_give_the_percentiles_of_the_values_themselves():
                   json.dumps(counts(pa.array(values[n // 2 :] + [None])))]  # fmt: skip
         histogram = merged_counts(halves)
         assert sum(histogram.values()) == n
-        expected = latency_percentiles(values)
-        assert nearest_rank(histogram, 0.50) == expected["latency_p50_ms"]
-        assert nearest_rank(histogram, 0.99) == expected["latency_p99_ms"]
+        assert nearest_rank(histogram, 0.50) == _nearest_rank(values, 0.50)
+        assert nearest_rank(histogram, 0.99) == _nearest_rank(values, 0.99)
         stats, weight = order_statistics(histogram, k=256)
         assert stats.size == min(n, 256) and abs(stats.size * weight - n) < 1e-9
         assert list(stats) == sorted(stats) and stats[0] == min(values)
         assert stats[-1] == max(values)
     assert nearest_rank({}, 0.5) is None and order_statistics({})[0].size == 0
+    hundred = counts(pa.array(list(range(1, 101))))
+    assert (nearest_rank(hundred, 0.5), nearest_rank(hundred, 0.99)) == (50.0, 99.0)
+
+
+def _nearest_rank(values: list[int], q: float) -> float:
+    """The ``q`` quantile of ``values`` by nearest rank, from the sorted values themselves."""
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
 
 
 def test_highest_ids_per_symbol_as_dedup_reckons_them():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cryptoflow.core.config import load_settings
-from pipelines.ops.batches import kafka_lag, latency_percentiles, progress_numbers
+from pipelines.ops.batches import kafka_lag, progress_numbers
 from pipelines.ops.checkpoints import (
     CheckpointConflict,
     ensure_checkpoint_owner,
@@ -160,12 +160,3 @@ def test_render_keeps_decimals_exact():
     assert render(cols, rows, "csv").splitlines()[1] == "BTCUSDT,90000.01000000,,01"
     table = render(cols, rows).splitlines()
     assert table[0].split() == list(cols) and "90000.01000000" in table[2]
-
-
-def test_latency_percentiles_nearest_rank():
-    assert latency_percentiles(list(range(1, 101))) == {
-        "latency_p50_ms": 50.0,
-        "latency_p99_ms": 99.0,
-    }
-    assert latency_percentiles([7]) == {"latency_p50_ms": 7.0, "latency_p99_ms": 7.0}
-    assert latency_percentiles([]) == {"latency_p50_ms": None, "latency_p99_ms": None}

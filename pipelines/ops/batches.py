@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -110,18 +109,6 @@ def record_batch(settings: Settings, job: str, batch_id: int, **numbers: Any) ->
             "pipeline_batches not recorded job=%s batch=%d reason=%s", job, batch_id, reason
         )
         return False
-
-
-def latency_percentiles(latencies: Sequence[float]) -> dict[str, float | None]:
-    """``latency_p50_ms`` / ``latency_p99_ms`` of one batch (nearest rank), for record_batch."""
-    if not latencies:
-        return {"latency_p50_ms": None, "latency_p99_ms": None}
-    ordered = sorted(latencies)
-
-    def rank(q: float) -> float:
-        return float(ordered[max(0, math.ceil(q * len(ordered)) - 1)])
-
-    return {"latency_p50_ms": rank(0.50), "latency_p99_ms": rank(0.99)}
 
 
 def kafka_lag(sources: list[Mapping[str, Any]]) -> int | None:
