@@ -314,7 +314,7 @@ class Tally:
         newest = [r.newest_us for r in summaries if r.newest_us is not None]
         return cls(
             input_rows=sum(r.input for r in summaries),
-            new_rows={k: int(v) for k, v in merged_counts([r.new_rows for r in summaries]).items()},
+            new_rows=merged_counts([r.new_rows for r in summaries]),
             quarantined=sum(r.quarantined for r in summaries),
             failed=merged_counts([r.failed for r in summaries]),
             latencies=merged_counts([r.latencies for r in summaries]),
