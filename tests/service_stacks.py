@@ -25,7 +25,7 @@ from cryptoflow.core.config import Settings
 from cryptoflow.core.jars import KAFKA_JARS, S3_JARS, SPARK_JARS, ensure_jars
 from cryptoflow.core.services import kafka, postgres, s3, spark_cluster
 from cryptoflow.core.tools import ensure_weed
-from tests.conftest import free_port, free_ports, make_settings
+from tests.conftest import free_port, free_ports, make_settings, wait_until
 
 # ----- settings
 
@@ -147,8 +147,15 @@ def in_kafka(s: Settings, topic: str | None = None) -> int:
 def partition_of(s: Settings, partition: int):
     """The trade topic's ``partition`` in the cluster's metadata (leader, replicas, isrs)."""
     admin = AdminClient({"bootstrap.servers": s.bootstrap_servers, "log_level": 0})
-    md = admin.list_topics(s.kafka_topic, timeout=10)
-    return md.topics[s.kafka_topic].partitions[partition]
+    found = {}
+
+    def known() -> bool:  # each broker learns a new topic's metadata in its own time
+        meta = admin.list_topics(s.kafka_topic, timeout=10).topics.get(s.kafka_topic)
+        found.update(meta.partitions if meta else {})
+        return partition in found
+
+    wait_until(known, 60, 0.2, f"partition {partition} of {s.kafka_topic} in the metadata")
+    return found[partition]
 
 
 def leader_of(s: Settings, partition: int) -> int:

@@ -350,6 +350,14 @@ def ensure_topics(s: Settings, extra: dict[str, int] | None = None) -> list[str]
     return [t for t, n in wanted.items() if ensure_topic(s, t, partitions=n)]
 
 
+def has_leaders(admin: AdminClient, topic: str, partitions: int) -> bool:
+    """True when the broker ``admin`` asks knows ``topic`` with all its ``partitions``
+    led: a topic the controller created reaches the other brokers' metadata a moment later."""
+    meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    parts = meta.partitions if meta else {}
+    return len(parts) == partitions and all(p.leader >= 0 for p in parts.values())
+
+
 def ensure_topic(s: Settings, topic: str | None = None, partitions: int | None = None) -> bool:
     """Create the topic (configured partitions and retention, ``replication`` of the cluster:
     the embedded brokers, or those an external cluster lists) if absent. True when created."""
@@ -380,6 +388,8 @@ def ensure_topic(s: Settings, topic: str | None = None, partitions: int | None =
             if "TOPIC_ALREADY_EXISTS" in str(e):
                 return False
             raise ServiceError(f"could not create Kafka topic {topic}: {e}") from e
+    wait_for(lambda: has_leaders(admin, topic, new.num_partitions), 60,
+             f"every partition of the new topic {topic} to have a leader")  # fmt: skip
     log.info("kafka topic created topic=%s partitions=%d replication=%d min_insync=%d",
              topic, new.num_partitions, factor, min_isr)  # fmt: skip
     return True
