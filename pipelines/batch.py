@@ -78,6 +78,7 @@ from pipelines.silver.tables import (
 )
 from pipelines.silver.transform import PARSE_COLUMNS
 from pipelines.silver.validate import Rule
+from pipelines.small_batches import for_appends, is_small, run_as
 
 log = logging.getLogger(__name__)
 _QUARANTINE_COLUMNS = QUARANTINE_SCHEMA.fieldNames()
@@ -98,6 +99,7 @@ class BatchStats:
     quarantined: int = 0
     late: int = 0
     duration_s: float = 0.0
+    small: bool = False  # the latest batch ran as a small one (pipelines.small_batches)
     latency_p50_ms: float | None = None
     total_output: int = 0
     total_quarantined: int = 0
@@ -192,6 +194,9 @@ class PipelineBatch:
         t0 = time.monotonic()
         steps = _Steps()
         spark = evaluated.sparkSession
+        previous = self.stats.input_rows if self.stats.batches else None
+        self.stats.small = is_small(previous, self.settings.small_batch_rows)
+        run_as(spark, self.stats.small)
         before = {p.kind.name: self._silver_before(spark, p, batch_id) for p in self.plans}
         app = self._ledger.app(spark)
         if self._high_water_us is None:  # before this batch's fold moves it
@@ -226,8 +231,9 @@ class PipelineBatch:
             # Arrow-written CSV without becoming Python objects. This reads Kafka (once).
             table = evaluated.select(*self._collect).toArrow()
             steps.mark("read")
+            appended = for_appends(evaluated, self.stats.small)
             if self.write_bronze:  # from the cache, beside the serving path
-                bronze = self._bronze_writer.submit(self._append_bronze, evaluated, batch_id)
+                bronze = self._bronze_writer.submit(self._append_bronze, appended, batch_id)
             parts = {
                 p.kind.name: self._classify(spark, evaluated, table, p, before[p.kind.name])
                 for p in self.plans
@@ -246,11 +252,11 @@ class PipelineBatch:
             # run in threads beside trades', the bronze append in its own.
             writes = [
                 self._silver_writer.submit(
-                    self._append_silver, spark, evaluated, plan, parts[plan.kind.name], batch_id
+                    self._append_silver, spark, appended, plan, parts[plan.kind.name], batch_id
                 )
                 for plan in self.plans[1:]
             ]
-            self._append_silver(spark, evaluated, self.trades, trades, batch_id)
+            self._append_silver(spark, appended, self.trades, trades, batch_id)
             steps.mark("silver")
             if quarantined:
                 q = spark.createDataFrame(quarantined, QUARANTINE_SCHEMA)
@@ -304,7 +310,8 @@ class PipelineBatch:
             checks = frames.checks(classified, self._unique_rules, self._unique_fail)
             steps.mark("classify")
             if self.write_bronze:
-                bronze = self._bronze_writer.submit(self._append_bronze, classified, batch_id)
+                appended = for_appends(classified, self.stats.small)
+                bronze = self._bronze_writer.submit(self._append_bronze, appended, batch_id)
             self._stop_at(frames.first_failed(checks))
             rows = self._looked_up(spark, classified, checks, before)
             if rows is not classified:
@@ -322,11 +329,12 @@ class PipelineBatch:
             summaries = rows.mapInArrow(partial(serve_in_task, task=task), SUMMARY_SCHEMA)
             tally = Tally.of(summaries.collect())
             steps.mark("postgres")
+            appended = for_appends(rows, self.stats.small)
             writes = [
-                self._silver_writer.submit(self._commit_silver, rows, p, tally, batch_id)
+                self._silver_writer.submit(self._commit_silver, appended, p, tally, batch_id)
                 for p in self.plans[1:]
             ]
-            self._commit_silver(rows, self.trades, tally, batch_id)
+            self._commit_silver(appended, self.trades, tally, batch_id)
             steps.mark("silver")
             if tally.quarantined:
                 q = frames.quarantine_frame(rows, self._unique_rules)
@@ -525,7 +533,7 @@ class PipelineBatch:
         )
         log.info(
             "%s batch=%d input=%d output=%d quarantined=%d late=%d windows=%d duration_ms=%d "
-            "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s%s%s",
+            "e2e_p50_ms=%s failed=%s warned=%s steps_ms=%s small=%s%s%s",
             self.job,
             batch_id,
             tally.input_rows,
@@ -538,6 +546,7 @@ class PipelineBatch:
             json.dumps(failed, separators=(",", ":")),
             json.dumps(warned, separators=(",", ":")),
             steps,
+            str(s.small).lower(),
             others + "".join(f" {k}={v}" for k, v in tally.reconciled.items()),
             " postgres=already-applied" if tally.replayed else "",
         )

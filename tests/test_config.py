@@ -55,6 +55,7 @@ def test_unknown_setting_is_an_error_with_a_suggestion():
         ({"CRYPTOFLOW_SYMBOLS": "BTC-USDT"}, "is not a Binance symbol"),
         ({"CRYPTOFLOW_WINDOW_SECONDS": "0"}, "CRYPTOFLOW_WINDOW_SECONDS must be at least 1"),
         ({"CRYPTOFLOW_BATCH_PLACEMENT": "gpu"}, "expected one of auto, executors, driver"),
+        ({"CRYPTOFLOW_SMALL_BATCH_ROWS": "-1"}, "CRYPTOFLOW_SMALL_BATCH_ROWS must not be negative"),
     ],
 )
 def test_bad_values_fail_early_with_the_variable_named(env, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from cryptoflow.core.config import Settings
@@ -62,6 +63,34 @@ def test_bronze_keeps_every_record_once_including_invalid_bytes(spark, settings,
     # A second drain finds nothing new: the checkpoint holds, no record is written twice.
     _drain(spark, s)
     assert bronze.count() == len(records)
+
+
+@pytest.mark.parametrize("placement", ["driver", "executors"])
+def test_small_batches_append_one_file_each_and_stay_exact(
+    spark, settings, unique, tmp_path, placement
+):
+    """Batches of 40 records with CRYPTOFLOW_SMALL_BATCH_ROWS=100: after the first (which
+    may be a backlog), each batch runs as a small one (interpreted projections, one task
+    and one file per Delta append); raw_trades, silver and bronze are exact."""
+    s = isolated(settings, unique, tmp_path).replace(
+        max_offsets_per_trigger=40, small_batch_rows=100, batch_placement=placement
+    )
+    payloads = trades(160, s.symbols)
+    produce_trades(s, payloads)
+    stats = _drain(spark, s).handler.stats
+    assert stats.batches >= 4 and stats.small
+    assert pg_trades(s, s.symbols) == expected(payloads)
+    for table, rows in (("silver", 160), ("bronze", 160)):
+        df = spark.read.format("delta").load(s.table_path(table))
+        assert df.count() == rows
+        appends = (
+            DeltaTable.forPath(spark, s.table_path(table)).history()
+            .where("operation = 'WRITE'").orderBy("version").collect()
+        )  # fmt: skip
+        files = [int(c.operationMetrics["numFiles"]) for c in appends]
+        assert len(files) == stats.batches and set(files[1:]) == {1}, files
+    silver = spark.read.format("delta").load(s.table_path("silver"))
+    assert silver.select("symbol", "trade_id").distinct().count() == 160
 
 
 @pytest.mark.parametrize("placement", ["driver", "executors"])

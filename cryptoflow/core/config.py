@@ -177,6 +177,12 @@ class Settings:
         16 * 1024 * 1024,
     )
     trigger_interval_ms: int = _env("Micro-batch interval of the pipeline's query", 500)
+    small_batch_rows: int = _env(
+        "A micro-batch after one of fewer Kafka records than this runs as a small one: Spark's "
+        "row projections interpreted (generating their code per task costs a small batch more "
+        "than it saves) and each Delta append in one task and file (0: never)",
+        5_000,
+    )
     gold_sync_interval_ms: int = _env(
         "How often Delta gold copies the windows the batches folded (a MERGE; PostgreSQL "
         "metrics is up to date with every batch)",
@@ -568,8 +574,9 @@ def validate(s: Settings) -> None:
             f"CRYPTOFLOW_BINANCE_TIME_UNIT={s.binance_time_unit!r}: expected one of "
             + ", ".join(TIME_UNITS)
         )
-    if s.watermark_seconds < 0:
-        raise ConfigError("CRYPTOFLOW_WATERMARK_SECONDS must not be negative")
+    for name in ("watermark_seconds", "small_batch_rows"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{PREFIX}{name.upper()} must not be negative")
     if s.batch_placement not in BATCH_PLACEMENTS:
         raise ConfigError(
             f"CRYPTOFLOW_BATCH_PLACEMENT={s.batch_placement!r}: expected one of "
