@@ -195,7 +195,9 @@ class PipelineBatch:
         steps = _Steps()
         spark = evaluated.sparkSession
         previous = self.stats.input_rows if self.stats.batches else None
-        self.stats.small = is_small(previous, self.settings.small_batch_rows)
+        # Measured on one machine; in the executor placement it slowed the batches.
+        small = is_small(previous, self.settings.small_batch_rows)
+        self.stats.small = small and not self.in_executors
         run_as(spark, self.stats.small)
         before = {p.kind.name: self._silver_before(spark, p, batch_id) for p in self.plans}
         app = self._ledger.app(spark)
@@ -310,8 +312,7 @@ class PipelineBatch:
             checks = frames.checks(classified, self._unique_rules, self._unique_fail)
             steps.mark("classify")
             if self.write_bronze:
-                appended = for_appends(classified, self.stats.small)
-                bronze = self._bronze_writer.submit(self._append_bronze, appended, batch_id)
+                bronze = self._bronze_writer.submit(self._append_bronze, classified, batch_id)
             self._stop_at(frames.first_failed(checks))
             rows = self._looked_up(spark, classified, checks, before)
             if rows is not classified:
@@ -329,12 +330,11 @@ class PipelineBatch:
             summaries = rows.mapInArrow(partial(serve_in_task, task=task), SUMMARY_SCHEMA)
             tally = Tally.of(summaries.collect())
             steps.mark("postgres")
-            appended = for_appends(rows, self.stats.small)
             writes = [
-                self._silver_writer.submit(self._commit_silver, appended, p, tally, batch_id)
+                self._silver_writer.submit(self._commit_silver, rows, p, tally, batch_id)
                 for p in self.plans[1:]
             ]
-            self._commit_silver(appended, self.trades, tally, batch_id)
+            self._commit_silver(rows, self.trades, tally, batch_id)
             steps.mark("silver")
             if tally.quarantined:
                 q = frames.quarantine_frame(rows, self._unique_rules)

@@ -178,9 +178,10 @@ class Settings:
     )
     trigger_interval_ms: int = _env("Micro-batch interval of the pipeline's query", 500)
     small_batch_rows: int = _env(
-        "A micro-batch after one of fewer Kafka records than this runs as a small one: Spark's "
-        "row projections interpreted (generating their code per task costs a small batch more "
-        "than it saves) and each Delta append in one task and file (0: never)",
+        "In the driver placement, a micro-batch after one of fewer Kafka records than this runs "
+        "as a small one: Spark's row projections interpreted (generating their code per task "
+        "costs a small batch more than it saves) and each Delta append in one task and file "
+        "(0: never)",
         5_000,
     )
     gold_sync_interval_ms: int = _env(
